@@ -33,7 +33,6 @@ extern char *bf_database_name;
 extern int	bf_max_workers;
 extern int	bf_max_concurrency;
 extern int	bf_poll_interval_ms;
-extern int	bf_retry_delay_ms;
 
 /*
  * One entry per item worker.  The owner writes it under the spinlock;
@@ -53,6 +52,7 @@ typedef struct BfWorkerSlot
 
 typedef struct BfShared
 {
+	bool		recovered;		/* launcher ran the after-restart recovery */
 	pid_t		launcher_pid;
 	Latch	   *launcher_latch;
 	pg_atomic_uint64 work_generation;	/* bumped on every commit of new work */
@@ -77,9 +77,83 @@ extern PGDLLEXPORT void bf_launcher_main(Datum main_arg);
 /* worker.c */
 extern PGDLLEXPORT void bf_worker_main(Datum main_arg);
 
-/* run.c: advancing runs (shared by bf_start, the workers and bf_retry) */
-extern void bf_run_advance(int64 run_id);
+/* loopcache.c: what a worker needs to know to execute a loop's items */
+typedef enum BfErrorStrategy
+{
+	BF_FAIL_FAST,
+	BF_CONTINUE,
+	BF_RETRY
+} BfErrorStrategy;
+
+typedef struct BfChild
+{
+	char	   *id;
+	char	   *activity;		/* "sql" or "http" */
+	char	   *sql;
+	int			timeout_ms;
+	struct _SPI_plan *plan;		/* prepared on first use, kept */
+	Jsonb	   *node;			/* the child's definition */
+} BfChild;
+
+typedef struct BfLoopInfo
+{
+	int64		loop_ref;		/* hash key */
+	int64		run_id;
+	Oid			owner;
+	bool		owner_exists;
+	bool		is_activity;	/* a top-level activity run as a one-item loop */
+	char	   *node_id;
+	char	   *output_var;		/* top-level activity's "output", or NULL */
+	int32		total;
+	bool		sequential;
+	int			concurrency;
+	BfErrorStrategy strategy;
+	int			max_retries;
+	int			retry_delay_ms;
+	Jsonb	   *vars;
+	int			nchildren;
+	BfChild    *children;
+} BfLoopInfo;
+
+extern BfLoopInfo *bf_loop_info(int64 loop_ref);
+extern void bf_loop_info_forget(int64 loop_ref);
+
+/* claim.c: choosing a loop and claiming its next item under the cap */
+typedef struct BfClaim
+{
+	BfLoopInfo *loop;
+	int32		idx;
+	int32		attempts;
+	Datum		item;			/* jsonb, or 0 when SQL NULL */
+	bool		item_isnull;
+	TimestampTz started_at;
+} BfClaim;
+
+#define BF_MAX_CLOSE 64
+extern bool bf_claim_next(BfClaim *claim, TimestampTz *next_due,
+						  int64 *close_list, int *nclose);
+
+/* activity_sql.c: running an item's children */
+typedef struct BfItemResult
+{
+	bool		ok;
+	Datum		output;			/* jsonb of the last child, when ok */
+	bool		output_isnull;
+	char	   *error;			/* when !ok */
+	char	   *sqlstate;
+	char	   *failed_child;
+} BfItemResult;
+
+extern void bf_execute_item(BfClaim *claim, BfItemResult *result);
+extern Datum bf_first_column_as_jsonb(bool *isnull);
+
+/* item_result.c: recording an attempt's outcome in the claim's transaction */
+extern void bf_record_result(BfClaim *claim, BfItemResult *result);
+
+/* run.c: closing loops and advancing runs */
 extern bool bf_loop_try_close(int64 loop_ref);
+extern void bf_recover_after_restart(void);
+extern int64 *bf_loops_to_close(MemoryContext cxt, int *n);
 
 /* security.c: switching to the extension owner for bookkeeping */
 typedef struct BfSavedUser

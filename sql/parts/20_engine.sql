@@ -1,0 +1,226 @@
+/*
+ * batchflow install script, part 20: the engine's SQL side.
+ *
+ * Advancing a run from node to node and closing a loop are set-based
+ * bookkeeping, so they are written in PL/pgSQL and called by bf_start, the
+ * workers, bf_retry and bf_cancel.  They run as the extension owner and are
+ * not callable by ordinary roles.  The user-facing bf_* functions are C
+ * functions that record the caller as owner before switching to the
+ * extension owner for these writes.
+ */
+
+-- Hooks into the C side: wake the workers / bf_wait sleepers at commit.
+CREATE FUNCTION batchflow._wake_on_commit() RETURNS void
+    LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'bf_sql_wake_on_commit';
+COMMENT ON FUNCTION batchflow._wake_on_commit() IS 'Internal: wake the item workers when this transaction commits';
+
+CREATE FUNCTION batchflow._run_finished_on_commit() RETURNS void
+    LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'bf_sql_run_finished_on_commit';
+COMMENT ON FUNCTION batchflow._run_finished_on_commit() IS 'Internal: wake bf_wait callers when this transaction commits';
+
+CREATE FUNCTION batchflow.active_items(
+    OUT pid int, OUT run_id bigint, OUT loop_ref bigint, OUT idx int, OUT started_at timestamptz)
+    RETURNS SETOF record
+    LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'bf_active_items';
+COMMENT ON FUNCTION batchflow.active_items() IS 'Items executing right now, one row per busy worker, read from shared memory';
+
+/*
+ * Create the loop row (and its items) for top-level node k of a run, or
+ * finish the run when k is past the last node.  Nodes whose input is an
+ * empty array complete at once and the run moves on.  An input source that
+ * is not an array fails the run with an error that names the source.
+ */
+CREATE FUNCTION batchflow._advance(p_run bigint, p_from int) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    r        record;
+    nodes    jsonb;
+    node     jsonb;
+    k        int := p_from;
+    src      jsonb;
+    arr      jsonb;
+    srcname  text;
+    n        int;
+    strategy text;
+    lid      bigint;
+    existing record;
+BEGIN
+    SELECT run.*, v.definition INTO r
+      FROM batchflow.run JOIN batchflow.workflow_version v ON v.id = run.version_id
+     WHERE run.id = p_run
+       FOR UPDATE OF run;
+    IF NOT FOUND OR r.finished_at IS NOT NULL THEN
+        RETURN;
+    END IF;
+    nodes := r.definition -> 'nodes';
+
+    LOOP
+        IF k >= jsonb_array_length(nodes) THEN
+            UPDATE batchflow.run
+               SET status = 'succeeded', finished_at = clock_timestamp(), current_node = k
+             WHERE id = p_run;
+            PERFORM batchflow._run_finished_on_commit();
+            RETURN;
+        END IF;
+
+        node := nodes -> k;
+
+        -- Reached before (bf_retry re-opened an earlier loop): skip or wait.
+        SELECT id, finished_at INTO existing
+          FROM batchflow.loop WHERE run_id = p_run AND node_id = node ->> 'id';
+        IF FOUND THEN
+            IF existing.finished_at IS NULL THEN
+                UPDATE batchflow.run SET current_node = k WHERE id = p_run;
+                RETURN;
+            END IF;
+            k := k + 1;
+            CONTINUE;
+        END IF;
+
+        IF node ->> 'type' = 'activity' THEN
+            INSERT INTO batchflow.loop (run_id, node_index, node_id, kind, node,
+                                        sequential, concurrency, total)
+            VALUES (p_run, k, node ->> 'id', 'activity', node, true, 1, 1)
+            RETURNING id INTO lid;
+            INSERT INTO batchflow.item (loop_ref, idx, run_id, item)
+            VALUES (lid, 0, p_run, NULL);
+            UPDATE batchflow.run SET current_node = k WHERE id = p_run;
+            PERFORM batchflow._wake_on_commit();
+            RETURN;
+        END IF;
+
+        -- A loop: resolve its input source now that it is reached.
+        src := node -> 'inputSource';
+        IF src ? 'static' THEN
+            arr := src -> 'static';
+            srcname := 'static';
+        ELSIF src ? 'variable' THEN
+            arr := r.vars -> (src ->> 'variable');
+            srcname := format('variable "%s"', src ->> 'variable');
+        ELSE
+            arr := r.outputs -> (src ->> 'activity');
+            srcname := format('activity "%s"', src ->> 'activity');
+        END IF;
+
+        IF arr IS NULL OR jsonb_typeof(arr) = 'null' THEN
+            arr := '[]';
+        ELSIF jsonb_typeof(arr) <> 'array' THEN
+            UPDATE batchflow.run
+               SET status = 'failed', finished_at = clock_timestamp(), current_node = k,
+                   error = format('node "%s": inputSource %s is a JSON %s, not an array',
+                                  node ->> 'id', srcname, jsonb_typeof(arr))
+             WHERE id = p_run;
+            PERFORM batchflow._run_finished_on_commit();
+            RETURN;
+        END IF;
+
+        n := jsonb_array_length(arr);
+        strategy := coalesce(node ->> 'errorStrategy', 'fail-fast');
+        INSERT INTO batchflow.loop (run_id, node_index, node_id, kind, node, sequential,
+                                    concurrency, error_strategy, max_retries,
+                                    retry_delay_ms, total, status, finished_at)
+        VALUES (p_run, k, node ->> 'id', 'loop', node,
+                node ->> 'loopType' = 'sequential',
+                coalesce((node ->> 'concurrency')::int, 1),
+                strategy,
+                coalesce((node ->> 'maxRetries')::int,
+                         CASE WHEN strategy = 'retry' THEN 3 ELSE 0 END),
+                coalesce((node ->> 'retryDelayMs')::int, 1000),
+                n,
+                CASE WHEN n = 0 THEN 'succeeded' ELSE 'running' END,
+                CASE WHEN n = 0 THEN clock_timestamp() END)
+        RETURNING id INTO lid;
+
+        IF n = 0 THEN
+            k := k + 1;
+            CONTINUE;
+        END IF;
+
+        INSERT INTO batchflow.item (loop_ref, idx, run_id, item)
+        SELECT lid, (e.ord - 1)::int, p_run, e.value
+          FROM jsonb_array_elements(arr) WITH ORDINALITY AS e(value, ord);
+        UPDATE batchflow.run SET current_node = k WHERE id = p_run;
+        PERFORM batchflow._wake_on_commit();
+        RETURN;
+    END LOOP;
+END;
+$$;
+COMMENT ON FUNCTION batchflow._advance(bigint, int) IS 'Internal: move a run to its next top-level node, creating that node''s loop and items';
+
+/*
+ * Close a loop whose items have all ended, and move its run on.  A failed
+ * or cancelled loop first marks its pending items skipped (those a worker
+ * holds are left to finish).  Returns true if this call closed the loop.
+ * Safe to call any number of times from any number of sessions.
+ */
+CREATE FUNCTION batchflow._close_loop(p_loop bigint) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    l record;
+BEGIN
+    SELECT status, finished_at INTO l FROM batchflow.loop WHERE id = p_loop;
+    IF NOT FOUND OR l.finished_at IS NOT NULL THEN
+        RETURN false;
+    END IF;
+
+    IF l.status IN ('failed', 'cancelled') THEN
+        UPDATE batchflow.item i
+           SET status = 'skipped', finished_at = clock_timestamp(), not_before = NULL
+          FROM (SELECT loop_ref, idx FROM batchflow.item
+                 WHERE loop_ref = p_loop AND status = 'pending'
+                   FOR UPDATE SKIP LOCKED) s
+         WHERE i.loop_ref = s.loop_ref AND i.idx = s.idx;
+    END IF;
+
+    SELECT * INTO l FROM batchflow.loop WHERE id = p_loop FOR UPDATE;
+    IF l.finished_at IS NOT NULL
+       OR EXISTS (SELECT 1 FROM batchflow.item
+                   WHERE loop_ref = p_loop AND status IN ('pending', 'running')) THEN
+        RETURN false;
+    END IF;
+
+    UPDATE batchflow.loop
+       SET finished_at = clock_timestamp(),
+           status = CASE WHEN status = 'running' THEN 'succeeded' ELSE status END
+     WHERE id = p_loop;
+
+    IF l.status = 'failed' THEN
+        UPDATE batchflow.run
+           SET status = 'failed', finished_at = clock_timestamp(),
+               error = coalesce(l.error, format('loop "%s" failed', l.node_id))
+         WHERE id = l.run_id AND finished_at IS NULL;
+        PERFORM batchflow._run_finished_on_commit();
+    ELSIF l.status = 'cancelled' THEN
+        UPDATE batchflow.run
+           SET status = 'cancelled', finished_at = clock_timestamp(),
+               error = coalesce(l.error, 'cancelled')
+         WHERE id = l.run_id AND finished_at IS NULL;
+        PERFORM batchflow._run_finished_on_commit();
+    ELSE
+        PERFORM batchflow._advance(l.run_id, l.node_index + 1);
+    END IF;
+    RETURN true;
+END;
+$$;
+COMMENT ON FUNCTION batchflow._close_loop(bigint) IS 'Internal: close a loop whose items have all ended and advance its run';
+
+REVOKE ALL ON FUNCTION batchflow._wake_on_commit(), batchflow._run_finished_on_commit(),
+    batchflow._advance(bigint, int), batchflow._close_loop(bigint) FROM PUBLIC;
+
+-- The user-facing API ---------------------------------------------------------
+
+CREATE FUNCTION bf_start(workflow text, input jsonb DEFAULT '{}') RETURNS bigint
+    LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'bf_start';
+COMMENT ON FUNCTION bf_start(text, jsonb) IS 'Start a run of the newest version of a workflow; the run exists only if the calling transaction commits';
+
+CREATE FUNCTION bf_wait(run bigint, timeout interval DEFAULT '10 minutes') RETURNS text
+    LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'bf_wait';
+COMMENT ON FUNCTION bf_wait(bigint, interval) IS 'Block until the run is finished or the timeout passes; returns the run''s status';
+
+CREATE FUNCTION bf_cancel(run bigint) RETURNS boolean
+    LANGUAGE C VOLATILE STRICT AS 'MODULE_PATHNAME', 'bf_cancel';
+COMMENT ON FUNCTION bf_cancel(bigint) IS 'Stop claiming new items of a run, let in-flight items end, and mark the run cancelled';
+
+CREATE FUNCTION bf_retry(run bigint) RETURNS bigint
+    LANGUAGE C VOLATILE STRICT AS 'MODULE_PATHNAME', 'bf_retry';
+COMMENT ON FUNCTION bf_retry(bigint) IS 'Re-queue the failed and skipped items of a finished run; returns how many';

@@ -1,0 +1,90 @@
+/*
+ * batchflow install script, part 30: the views users query.
+ *
+ * Every view shows a role only its own runs (the runs of roles whose
+ * privileges it has), unless it is a superuser or a member of
+ * batchflow_admin.  The views run with their owner's rights on the tables,
+ * which are not readable directly by ordinary roles.
+ */
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'batchflow_admin') THEN
+        CREATE ROLE batchflow_admin NOLOGIN;
+    END IF;
+END;
+$$;
+
+-- Whether the current user may see objects owned by role "owner".
+CREATE FUNCTION batchflow.visible(owner oid) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT CASE
+        WHEN owner = (SELECT oid FROM pg_roles WHERE rolname = current_user) THEN true
+        WHEN (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN true
+        WHEN pg_has_role(current_user, 'batchflow_admin', 'USAGE') THEN true
+        WHEN NOT EXISTS (SELECT 1 FROM pg_roles WHERE oid = owner) THEN false
+        ELSE pg_has_role(current_user, owner, 'USAGE')
+    END
+$$;
+COMMENT ON FUNCTION batchflow.visible(oid) IS 'True if the current user may see and control objects owned by the given role';
+
+CREATE VIEW batchflow.runs AS
+SELECT r.id,
+       v.workflow,
+       v.version,
+       r.status,
+       r.input,
+       r.started_at,
+       r.finished_at,
+       r.error,
+       r.owner::regrole AS owner,
+       r.current_node,
+       r.vars
+  FROM batchflow.run r
+  JOIN batchflow.workflow_version v ON v.id = r.version_id
+ WHERE batchflow.visible(r.owner);
+COMMENT ON VIEW batchflow.runs IS 'One row per run you may see';
+COMMENT ON COLUMN batchflow.runs.id IS 'Run id, as returned by bf_start';
+COMMENT ON COLUMN batchflow.runs.workflow IS 'Workflow name';
+COMMENT ON COLUMN batchflow.runs.version IS 'Version of the workflow the run executes';
+COMMENT ON COLUMN batchflow.runs.status IS 'pending, running, succeeded, failed or cancelled';
+COMMENT ON COLUMN batchflow.runs.input IS 'Input passed to bf_start';
+COMMENT ON COLUMN batchflow.runs.started_at IS 'When the run was started';
+COMMENT ON COLUMN batchflow.runs.finished_at IS 'When the run finished';
+COMMENT ON COLUMN batchflow.runs.error IS 'Why the run failed or was cancelled';
+COMMENT ON COLUMN batchflow.runs.owner IS 'Role that started the run; activities run as this role';
+COMMENT ON COLUMN batchflow.runs.current_node IS 'Index of the top-level node being executed';
+COMMENT ON COLUMN batchflow.runs.vars IS 'Run variables: input keys and saved activity outputs';
+
+CREATE VIEW batchflow.items AS
+SELECT i.run_id,
+       l.node_id AS loop_id,
+       i.idx,
+       i.item,
+       CASE WHEN i.status = 'pending' AND a.pid IS NOT NULL THEN 'running' ELSE i.status END AS status,
+       i.attempts,
+       coalesce(a.started_at, i.started_at) AS started_at,
+       i.finished_at,
+       i.finished_at - i.started_at AS duration,
+       i.output,
+       i.error
+  FROM batchflow.item i
+  JOIN batchflow.loop l ON l.id = i.loop_ref
+  JOIN batchflow.run r ON r.id = i.run_id
+  LEFT JOIN batchflow.active_items() a ON a.loop_ref = i.loop_ref AND a.idx = i.idx
+ WHERE batchflow.visible(r.owner);
+COMMENT ON VIEW batchflow.items IS 'One row per item of the runs you may see; items executing right now show as running';
+COMMENT ON COLUMN batchflow.items.run_id IS 'Run id';
+COMMENT ON COLUMN batchflow.items.loop_id IS 'Id of the loop node in the workflow definition';
+COMMENT ON COLUMN batchflow.items.idx IS 'Index of the item in the loop''s input array, from 0';
+COMMENT ON COLUMN batchflow.items.item IS 'The item';
+COMMENT ON COLUMN batchflow.items.status IS 'pending, running, succeeded, failed or skipped';
+COMMENT ON COLUMN batchflow.items.attempts IS 'How many times the item was executed';
+COMMENT ON COLUMN batchflow.items.started_at IS 'When the latest attempt started';
+COMMENT ON COLUMN batchflow.items.finished_at IS 'When the item reached a final status';
+COMMENT ON COLUMN batchflow.items.duration IS 'finished_at - started_at of the final attempt';
+COMMENT ON COLUMN batchflow.items.output IS 'Output of the last child activity';
+COMMENT ON COLUMN batchflow.items.error IS 'Error of the latest failed attempt';
+
+
+GRANT SELECT ON batchflow.runs, batchflow.items TO PUBLIC;

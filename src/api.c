@@ -1,0 +1,408 @@
+/*-------------------------------------------------------------------------
+ *
+ * api.c
+ *	  The run-control functions users call: bf_start, bf_wait, bf_cancel
+ *	  and bf_retry.
+ *
+ *	  Each runs as its caller, checks that the caller may act on the run,
+ *	  then switches to the extension owner for the writes to batchflow's
+ *	  tables.  Everything happens in the caller's transaction: a run started
+ *	  in a transaction that rolls back never existed, and the workers are
+ *	  woken only when it commits.
+ *
+ * IDENTIFICATION
+ *	  src/api.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/condition_variable.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "batchflow.h"
+
+PG_FUNCTION_INFO_V1(bf_start);
+PG_FUNCTION_INFO_V1(bf_wait);
+PG_FUNCTION_INFO_V1(bf_cancel);
+PG_FUNCTION_INFO_V1(bf_retry);
+PG_FUNCTION_INFO_V1(bf_sql_wake_on_commit);
+PG_FUNCTION_INFO_V1(bf_sql_run_finished_on_commit);
+
+static Oid	bf_run_owner_checked(int64 run_id, char **status);
+static char *bf_run_status(int64 run_id);
+static bool bf_status_is_final(const char *status);
+
+/* Is this a run status that will not change any more? */
+static bool
+bf_status_is_final(const char *status)
+{
+	return strcmp(status, "succeeded") == 0 ||
+		strcmp(status, "failed") == 0 ||
+		strcmp(status, "cancelled") == 0;
+}
+
+/*
+ * Look up a run's owner and status, and refuse if it does not exist or the
+ * current user may not act on it.  Must be called inside SPI.
+ */
+static Oid
+bf_run_owner_checked(int64 run_id, char **status)
+{
+	Datum		arg = Int64GetDatum(run_id);
+	Oid			argtype = INT8OID;
+	bool		isnull;
+	Oid			owner;
+
+	if (SPI_execute_with_args("SELECT owner, status FROM batchflow.run WHERE id = $1",
+							  1, &argtype, &arg, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up run " INT64_FORMAT, run_id);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("run " INT64_FORMAT " does not exist", run_id),
+				 errhint("The runs you can see are listed in the batchflow.runs view.")));
+	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 1, &isnull));
+	if (status)
+		*status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	if (!bf_can_manage(owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for run " INT64_FORMAT, run_id),
+				 errdetail("The run was started by another role."),
+				 errhint("Only the role that started a run, its members, superusers and members of batchflow_admin may act on it.")));
+	return owner;
+}
+
+/*
+ * bf_start(workflow text, input jsonb) returns bigint
+ *
+ * Creates the run and the items of its first loop in the caller's
+ * transaction.  Problems with the input (an input source that is not an
+ * array) fail the run with a recorded error rather than raising one, so
+ * that every started run leaves a record.
+ */
+Datum
+bf_start(PG_FUNCTION_ARGS)
+{
+	text	   *name;
+	Datum		input;
+	Oid			caller = GetUserId();
+	BfSavedUser saved;
+	Oid			argtypes[3] = {TEXTOID, OIDOID, JSONBOID};
+	Datum		args[3];
+	bool		isnull;
+	int32		version_id;
+	Oid			wf_owner;
+	int64		run_id;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("workflow name must not be null"),
+				 errhint("Pass the name given to bf_register.")));
+	name = PG_GETARG_TEXT_PP(0);
+	if (PG_ARGISNULL(1))
+		input = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+	else
+		input = PG_GETARG_DATUM(1);
+
+	bf_become_admin(&saved);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	args[0] = PointerGetDatum(name);
+	if (SPI_execute_with_args("SELECT v.id, w.owner"
+							  "  FROM batchflow.workflow w"
+							  "  JOIN batchflow.workflow_version v ON v.workflow = w.name"
+							  " WHERE w.name = $1"
+							  " ORDER BY v.version DESC LIMIT 1",
+							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up workflow");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("workflow \"%s\" does not exist", text_to_cstring(name)),
+				 errhint("Register it first with bf_register(name, definition).")));
+	version_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+	wf_owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+											  SPI_tuptable->tupdesc, 2, &isnull));
+
+	/* The ownership check is made as the caller, not as the admin role. */
+	bf_restore_user(&saved);
+	if (!bf_can_manage(wf_owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for workflow \"%s\"", text_to_cstring(name)),
+				 errdetail("The workflow was registered by another role."),
+				 errhint("Register your own copy under another name, or ask its owner to grant you its role.")));
+	bf_become_admin(&saved);
+
+	argtypes[0] = INT4OID;
+	args[0] = Int32GetDatum(version_id);
+	args[1] = ObjectIdGetDatum(caller);
+	args[2] = input;
+	if (SPI_execute_with_args("INSERT INTO batchflow.run (version_id, owner, input, vars)"
+							  " VALUES ($1, $2, $3,"
+							  "  CASE WHEN jsonb_typeof($3) = 'object' THEN $3 ELSE '{}' END)"
+							  " RETURNING id",
+							  3, argtypes, args, NULL, false, 1) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "could not create run");
+	run_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										 SPI_tuptable->tupdesc, 1, &isnull));
+
+	argtypes[0] = INT8OID;
+	args[0] = Int64GetDatum(run_id);
+	if (SPI_execute_with_args("SELECT batchflow._advance($1, 0)",
+							  1, argtypes, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not advance run " INT64_FORMAT, run_id);
+
+	SPI_finish();
+	bf_restore_user(&saved);
+	PG_RETURN_INT64(run_id);
+}
+
+/* Current status of a run, read with a fresh snapshot (inside SPI). */
+static char *
+bf_run_status(int64 run_id)
+{
+	Datum		arg = Int64GetDatum(run_id);
+	Oid			argtype = INT8OID;
+
+	if (SPI_execute_with_args("SELECT status FROM batchflow.run WHERE id = $1",
+							  1, &argtype, &arg, NULL, false, 1) != SPI_OK_SELECT ||
+		SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("run " INT64_FORMAT " does not exist", run_id),
+				 errdetail("The run was deleted while waiting for it.")));
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+}
+
+/*
+ * bf_wait(run bigint, timeout interval) returns text
+ *
+ * Sleeps on a condition variable that is broadcast whenever a run finishes,
+ * re-reading the run's status after each wake-up; no busy waiting.
+ */
+Datum
+bf_wait(PG_FUNCTION_ARGS)
+{
+	int64		run_id;
+	Interval   *timeout;
+	int64		timeout_us;
+	TimestampTz deadline;
+	char	   *status;
+	BfSavedUser saved;
+	text	   *result;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	run_id = PG_GETARG_INT64(0);
+	if (PG_ARGISNULL(1))
+		timeout_us = (int64) 600 * USECS_PER_SEC;
+	else
+	{
+		timeout = PG_GETARG_INTERVAL_P(1);
+		timeout_us = timeout->time +
+			(int64) timeout->day * USECS_PER_DAY +
+			(int64) timeout->month * DAYS_PER_MONTH * USECS_PER_DAY;
+	}
+	if (timeout_us < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("timeout must not be negative"),
+				 errhint("Pass an interval such as '30 seconds'.")));
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("bf_wait cannot be used in a REPEATABLE READ or SERIALIZABLE transaction"),
+				 errdetail("Such a transaction would never see the run finish."),
+				 errhint("Call bf_wait in a READ COMMITTED transaction.")));
+
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_us / 1000);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	bf_become_admin(&saved);
+	bf_run_owner_checked(run_id, NULL);
+
+	if (BfState != NULL)
+		ConditionVariablePrepareToSleep(&BfState->run_done_cv);
+	for (;;)
+	{
+		long		remaining;
+
+		status = bf_run_status(run_id);
+		if (bf_status_is_final(status))
+			break;
+		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		if (remaining <= 0)
+			break;
+		/* Sleep at most a second: a safety net against a missed broadcast. */
+		remaining = Min(remaining, 1000);
+		if (BfState != NULL)
+			ConditionVariableTimedSleep(&BfState->run_done_cv, remaining,
+										PG_WAIT_EXTENSION);
+		else
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 Min(remaining, 100), PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+		CHECK_FOR_INTERRUPTS();
+	}
+	if (BfState != NULL)
+		ConditionVariableCancelSleep();
+
+	bf_restore_user(&saved);
+	result = cstring_to_text(status);
+	SPI_finish();
+	PG_RETURN_TEXT_P(result);
+}
+
+/*
+ * bf_cancel(run bigint) returns boolean
+ *
+ * Marks the run's open loops cancelled (workers stop claiming at once),
+ * skips their pending items, and closes what can be closed; items already
+ * executing finish, and the last of them closes the run as cancelled.
+ * Returns false if the run had already finished.
+ */
+Datum
+bf_cancel(PG_FUNCTION_ARGS)
+{
+	int64		run_id = PG_GETARG_INT64(0);
+	Datum		arg = Int64GetDatum(run_id);
+	Oid			argtype = INT8OID;
+	char	   *status;
+	BfSavedUser saved;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	bf_become_admin(&saved);
+	bf_run_owner_checked(run_id, &status);
+	if (bf_status_is_final(status))
+	{
+		bf_restore_user(&saved);
+		SPI_finish();
+		PG_RETURN_BOOL(false);
+	}
+
+	if (SPI_execute_with_args("WITH c AS ("
+							  "  UPDATE batchflow.loop"
+							  "     SET status = 'cancelled', error = 'cancelled by bf_cancel'"
+							  "   WHERE run_id = $1 AND finished_at IS NULL"
+							  "   RETURNING id)"
+							  " SELECT batchflow._close_loop(id) FROM c",
+							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not cancel run " INT64_FORMAT, run_id);
+
+	/* A run between nodes has no open loop: cancel the run itself. */
+	if (SPI_execute_with_args("UPDATE batchflow.run"
+							  "   SET status = 'cancelled', finished_at = clock_timestamp(),"
+							  "       error = 'cancelled by bf_cancel'"
+							  " WHERE id = $1 AND finished_at IS NULL"
+							  "   AND NOT EXISTS (SELECT 1 FROM batchflow.loop"
+							  "                    WHERE run_id = $1 AND finished_at IS NULL)",
+							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not cancel run " INT64_FORMAT, run_id);
+	if (SPI_processed > 0)
+		bf_runs_finished_on_commit();
+
+	bf_restore_user(&saved);
+	SPI_finish();
+	PG_RETURN_BOOL(true);
+}
+
+/*
+ * bf_retry(run bigint) returns bigint
+ *
+ * Re-queues the failed and skipped items of a finished run, re-opens their
+ * loops and sets the run running again.  Attempt counts start again from
+ * zero; the errors of earlier attempts stay in batchflow.item_error.
+ */
+Datum
+bf_retry(PG_FUNCTION_ARGS)
+{
+	int64		run_id = PG_GETARG_INT64(0);
+	Datum		arg = Int64GetDatum(run_id);
+	Oid			argtype = INT8OID;
+	char	   *status;
+	BfSavedUser saved;
+	int64		requeued;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	bf_become_admin(&saved);
+	bf_run_owner_checked(run_id, &status);
+	if (!bf_status_is_final(status))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("run " INT64_FORMAT " is still %s", run_id, status),
+				 errdetail("Only a finished run can be retried."),
+				 errhint("Wait for it with bf_wait, or stop it with bf_cancel first.")));
+
+	/* Lock the run so two bf_retry calls cannot interleave. */
+	if (SPI_execute_with_args("SELECT 1 FROM batchflow.run WHERE id = $1 FOR UPDATE",
+							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not lock run " INT64_FORMAT, run_id);
+
+	if (SPI_execute_with_args("UPDATE batchflow.item"
+							  "   SET status = 'pending', attempts = 0, not_before = NULL,"
+							  "       started_at = NULL, finished_at = NULL, error = NULL"
+							  " WHERE run_id = $1 AND status IN ('failed', 'skipped')",
+							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not re-queue items of run " INT64_FORMAT, run_id);
+	requeued = (int64) SPI_processed;
+
+	if (requeued > 0)
+	{
+		if (SPI_execute_with_args("UPDATE batchflow.loop l"
+								  "   SET status = 'running', finished_at = NULL, error = NULL"
+								  " WHERE run_id = $1 AND EXISTS"
+								  "   (SELECT 1 FROM batchflow.item i"
+								  "     WHERE i.loop_ref = l.id AND i.status = 'pending')",
+								  1, &argtype, &arg, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not re-open loops of run " INT64_FORMAT, run_id);
+		if (SPI_execute_with_args("UPDATE batchflow.run"
+								  "   SET status = 'running', finished_at = NULL, error = NULL,"
+								  "       current_node = (SELECT min(node_index) FROM batchflow.loop"
+								  "                        WHERE run_id = $1 AND finished_at IS NULL)"
+								  " WHERE id = $1",
+								  1, &argtype, &arg, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not restart run " INT64_FORMAT, run_id);
+		bf_wake_on_commit();
+	}
+
+	bf_restore_user(&saved);
+	SPI_finish();
+	PG_RETURN_INT64(requeued);
+}
+
+/* batchflow._wake_on_commit(): SQL access to bf_wake_on_commit. */
+Datum
+bf_sql_wake_on_commit(PG_FUNCTION_ARGS)
+{
+	bf_wake_on_commit();
+	PG_RETURN_VOID();
+}
+
+/* batchflow._run_finished_on_commit(): SQL access to bf_runs_finished_on_commit. */
+Datum
+bf_sql_run_finished_on_commit(PG_FUNCTION_ARGS)
+{
+	bf_runs_finished_on_commit();
+	PG_RETURN_VOID();
+}

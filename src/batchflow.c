@@ -1,0 +1,116 @@
+/*-------------------------------------------------------------------------
+ *
+ * batchflow.c
+ *	  Library load: the GUCs, the shared-memory hooks and the launcher.
+ *
+ *	  batchflow must be loaded through shared_preload_libraries: only then
+ *	  can it reserve shared memory and register its launcher.  Loaded any
+ *	  other way (CREATE EXTENSION in a server that does not preload it) the
+ *	  SQL functions still work, but no worker runs the items; we say so with
+ *	  a warning and a hint.
+ *
+ * IDENTIFICATION
+ *	  src/batchflow.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "utils/guc.h"
+
+#include "batchflow.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+char	   *bf_database_name = NULL;
+int			bf_max_workers = BF_DEFAULT_MAX_WORKERS;
+int			bf_max_concurrency = BF_DEFAULT_MAX_CONCURRENCY;
+int			bf_poll_interval_ms = BF_DEFAULT_POLL_MS;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void bf_shmem_request_hook(void);
+static void bf_shmem_startup_hook(void);
+
+/* Module load: declare GUCs, then (when preloaded) shared memory and launcher. */
+void
+_PG_init(void)
+{
+	/* Reloadable settings first: they make sense in any backend. */
+	DefineCustomIntVariable("batchflow.max_concurrency",
+							"Largest per-loop concurrency cap bf_register accepts.",
+							NULL,
+							&bf_max_concurrency,
+							BF_DEFAULT_MAX_CONCURRENCY, 1, BF_MAX_MAX_CONCURRENCY,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("batchflow.poll_interval",
+							"Safety-net interval at which idle workers look for work.",
+							"Workers are woken at once when new work commits; this only bounds the delay when a wake-up is missed and the wait for retry backoffs.",
+							&bf_poll_interval_ms,
+							BF_DEFAULT_POLL_MS, 10, 60000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	if (!process_shared_preload_libraries_in_progress)
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("batchflow is not loaded through shared_preload_libraries"),
+				 errdetail("Runs can be registered and started, but no background worker will execute their items."),
+				 errhint("Add 'batchflow' to shared_preload_libraries in postgresql.conf and restart the server.")));
+		MarkGUCPrefixReserved("batchflow");
+		return;
+	}
+
+	/* Postmaster-only settings: they size the pool and its shared memory. */
+	DefineCustomStringVariable("batchflow.database_name",
+							   "Database whose batchflow runs the workers execute.",
+							   NULL,
+							   &bf_database_name,
+							   "postgres",
+							   PGC_POSTMASTER, 0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("batchflow.max_workers",
+							"Number of item workers in the pool.",
+							"Each worker is a background worker process; max_worker_processes must leave room for them and the launcher.",
+							&bf_max_workers,
+							BF_DEFAULT_MAX_WORKERS, 1, BF_MAX_MAX_WORKERS,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("batchflow");
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = bf_shmem_request_hook;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = bf_shmem_startup_hook;
+
+	bf_register_launcher();
+}
+
+/* Chain to the previous hook, then reserve batchflow's shared memory. */
+static void
+bf_shmem_request_hook(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	bf_shmem_request();
+}
+
+/* Chain to the previous hook, then attach to (or create) batchflow's state. */
+static void
+bf_shmem_startup_hook(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	bf_shmem_startup();
+}

@@ -1,0 +1,86 @@
+/*-------------------------------------------------------------------------
+ *
+ * run.c
+ *	  Closing loops and keeping runs moving: the C side of
+ *	  batchflow._close_loop, and the launcher's recovery sweep.
+ *
+ *	  A loop is closed by whichever session first sees it with no pending
+ *	  item left (normally the worker that committed its last item, in a
+ *	  transaction right after that commit).  The launcher's sweep closes
+ *	  what a crash between those two transactions left open, and returns
+ *	  items that were claimed by a process that no longer exists to the
+ *	  queue.
+ *
+ * IDENTIFICATION
+ *	  src/run.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+
+#include "batchflow.h"
+
+/* Try to close a loop and advance its run (inside SPI); true if closed. */
+bool
+bf_loop_try_close(int64 loop_ref)
+{
+	Datum		arg = Int64GetDatum(loop_ref);
+	Oid			argtype = INT8OID;
+	bool		isnull;
+	bool		closed;
+
+	if (SPI_execute_with_args("SELECT batchflow._close_loop($1)",
+							  1, &argtype, &arg, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not close loop " INT64_FORMAT, loop_ref);
+	closed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+										SPI_tuptable->tupdesc, 1, &isnull));
+	return !isnull && closed;
+}
+
+/*
+ * After a restart nothing is executing: items left 'running' by a claim
+ * that did not complete go back to pending (inside SPI).
+ */
+void
+bf_recover_after_restart(void)
+{
+	if (SPI_execute("UPDATE batchflow.item SET status = 'pending'"
+					" WHERE status = 'running'", false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not re-queue interrupted items");
+	if (SPI_processed > 0)
+		ereport(LOG,
+				(errmsg("batchflow re-queued %lu items interrupted by a restart",
+						(unsigned long) SPI_processed)));
+}
+
+/*
+ * Open loops that have nothing left to execute, or that were stopped:
+ * candidates for bf_loop_try_close.  Returns an array allocated in cxt
+ * (call inside SPI).
+ */
+int64 *
+bf_loops_to_close(MemoryContext cxt, int *n)
+{
+	int64	   *ids;
+
+	if (SPI_execute("SELECT l.id FROM batchflow.loop l"
+					" WHERE l.finished_at IS NULL"
+					"   AND (l.status <> 'running' OR NOT EXISTS"
+					"        (SELECT 1 FROM batchflow.item i"
+					"          WHERE i.loop_ref = l.id AND i.status IN ('pending', 'running')))"
+					" ORDER BY l.id LIMIT 1000", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not list loops to close");
+	*n = (int) SPI_processed;
+	ids = MemoryContextAlloc(cxt, sizeof(int64) * Max(*n, 1));
+	for (int i = 0; i < *n; i++)
+	{
+		bool		isnull;
+
+		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	return ids;
+}

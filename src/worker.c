@@ -1,0 +1,251 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The item worker: a background worker that claims items and executes
+ *	  them, one transaction per item.
+ *
+ *	  Each iteration: start a transaction, claim the next item under its
+ *	  loop's cap (claim.c), run its children (activity_sql.c), record the
+ *	  outcome (item_result.c), commit; then, in transactions of their own,
+ *	  close the loops that look finished (run.c).  When there is nothing to
+ *	  claim the worker sleeps on its latch, which bf_start's commit sets; the
+ *	  poll interval is only a safety net, shortened to the end of the
+ *	  nearest retry backoff.
+ *
+ *	  SIGTERM is handled by die(): the current item's transaction aborts,
+ *	  its effects vanish with it, and the item stays pending for the next
+ *	  worker.  SIGHUP reloads the configuration between items.
+ *
+ * IDENTIFICATION
+ *	  src/worker.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "batchflow.h"
+
+static BfWorkerSlot *my_slot = NULL;
+
+static void bf_worker_attach(int slotno);
+static void bf_worker_detach(int code, Datum arg);
+static void bf_publish(BfClaim *claim);
+static bool bf_worker_step(long *sleep_ms);
+static void bf_close_loops(int64 *ids, int n);
+
+/* Take ownership of shared-memory slot slotno, or exit if it is taken. */
+static void
+bf_worker_attach(int slotno)
+{
+	BfWorkerSlot *slot;
+	pid_t		other;
+
+	if (BfState == NULL || slotno < 0 || slotno >= BfState->nslots)
+		ereport(FATAL,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("batchflow worker slot %d does not exist", slotno)));
+	slot = &BfState->slots[slotno];
+	SpinLockAcquire(&slot->mutex);
+	other = slot->pid;
+	if (other == 0 || kill(other, 0) != 0)
+	{
+		slot->pid = MyProcPid;
+		slot->latch = MyLatch;
+		slot->run_id = 0;
+		other = 0;
+	}
+	SpinLockRelease(&slot->mutex);
+	if (other != 0)
+	{
+		ereport(LOG,
+				(errmsg("batchflow worker slot %d is already served by process %d",
+						slotno, (int) other)));
+		proc_exit(0);
+	}
+	my_slot = slot;
+	before_shmem_exit(bf_worker_detach, (Datum) 0);
+}
+
+/* Give the slot back when the process exits. */
+static void
+bf_worker_detach(int code, Datum arg)
+{
+	if (my_slot == NULL)
+		return;
+	SpinLockAcquire(&my_slot->mutex);
+	my_slot->pid = 0;
+	my_slot->latch = NULL;
+	my_slot->run_id = 0;
+	SpinLockRelease(&my_slot->mutex);
+	my_slot = NULL;
+}
+
+/* Show the item being executed (or none, for NULL) in shared memory. */
+static void
+bf_publish(BfClaim *claim)
+{
+	SpinLockAcquire(&my_slot->mutex);
+	if (claim)
+	{
+		my_slot->run_id = claim->loop->run_id;
+		my_slot->loop_ref = claim->loop->loop_ref;
+		my_slot->idx = claim->idx;
+		my_slot->started_at = claim->started_at;
+	}
+	else
+		my_slot->run_id = 0;
+	SpinLockRelease(&my_slot->mutex);
+}
+
+/* Close each listed loop in a transaction of its own. */
+static void
+bf_close_loops(int64 *ids, int n)
+{
+	for (int i = 0; i < n; i++)
+	{
+		bool		closed;
+
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, "batchflow: closing loop");
+		closed = bf_loop_try_close(ids[i]);
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		if (closed)
+			bf_loop_info_forget(ids[i]);
+	}
+}
+
+/*
+ * One unit of work: claim an item and execute it, or find nothing to do.
+ * Returns true if an item was executed; otherwise *sleep_ms says how long
+ * the worker may sleep.
+ */
+static bool
+bf_worker_step(long *sleep_ms)
+{
+	BfClaim		claim;
+	BfItemResult result;
+	int64		close_list[BF_MAX_CLOSE];
+	int			nclose = 0;
+	TimestampTz next_due = DT_NOEND;
+	bool		claimed = false;
+
+	*sleep_ms = bf_poll_interval_ms;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "batchflow: claiming");
+
+	/* Before CREATE EXTENSION there is nothing to do. */
+	if (OidIsValid(get_namespace_oid("batchflow", true)))
+	{
+		claimed = bf_claim_next(&claim, &next_due, close_list, &nclose);
+		if (claimed)
+		{
+			bf_publish(&claim);
+			bf_execute_item(&claim, &result);
+			bf_record_result(&claim, &result);
+		}
+	}
+
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	if (claimed)
+		bf_publish(NULL);
+
+	if (nclose > 0)
+		bf_close_loops(close_list, nclose);
+
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+
+	if (!claimed && next_due != DT_NOEND)
+	{
+		long		ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next_due);
+
+		*sleep_ms = Max(1, Min(*sleep_ms, ms + 1));
+	}
+	return claimed;
+}
+
+/* Entry point of an item worker; main_arg is its shared-memory slot. */
+void
+bf_worker_main(Datum main_arg)
+{
+	MemoryContext worker_cxt;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	bf_worker_attach(DatumGetInt32(main_arg));
+	BackgroundWorkerInitializeConnection(bf_database_name, NULL, 0);
+	pgstat_report_appname("batchflow worker");
+
+	worker_cxt = AllocSetContextCreate(TopMemoryContext, "batchflow worker",
+									   ALLOCSET_DEFAULT_SIZES);
+
+	for (;;)
+	{
+		long		sleep_ms = 0;
+		bool		worked = false;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		MemoryContextSwitchTo(worker_cxt);
+		PG_TRY();
+		{
+			worked = bf_worker_step(&sleep_ms);
+		}
+		PG_CATCH();
+		{
+			/* Report, clean up, and carry on after a pause. */
+			MemoryContextSwitchTo(worker_cxt);
+			EmitErrorReport();
+			FlushErrorState();
+			AbortCurrentTransaction();
+			bf_publish(NULL);
+			pgstat_report_activity(STATE_IDLE, NULL);
+			sleep_ms = 1000;
+			worked = false;
+		}
+		PG_END_TRY();
+		MemoryContextReset(worker_cxt);
+
+		if (worked)
+			continue;
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 sleep_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
