@@ -135,6 +135,7 @@ CREATE TABLE batchflow.item (
                  CHECK (status IN ('pending', 'running', 'succeeded', 'failed', 'skipped')),
     attempts     int NOT NULL DEFAULT 0 CHECK (attempts >= 0),
     not_before   timestamptz,
+    worker_pid   int,
     started_at   timestamptz,
     finished_at  timestamptz,
     output       jsonb,
@@ -150,6 +151,7 @@ COMMENT ON COLUMN batchflow.item.item IS 'The element itself; passed to SQL acti
 COMMENT ON COLUMN batchflow.item.status IS 'pending, running, succeeded, failed or skipped';
 COMMENT ON COLUMN batchflow.item.attempts IS 'How many times the item was executed';
 COMMENT ON COLUMN batchflow.item.not_before IS 'For a retry: the item is not claimed again before this time';
+COMMENT ON COLUMN batchflow.item.worker_pid IS 'For an item committed as running (HTTP activities): the worker process that holds it';
 COMMENT ON COLUMN batchflow.item.started_at IS 'When the latest attempt started';
 COMMENT ON COLUMN batchflow.item.finished_at IS 'When the item reached a final status';
 COMMENT ON COLUMN batchflow.item.output IS 'Output of the last child activity';

@@ -34,16 +34,16 @@ CREATE FUNCTION batchflow._advance(p_run bigint, p_from int) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     r        record;
-    nodes    jsonb;
-    node     jsonb;
+    v_nodes    jsonb;
+    v_node     jsonb;
     k        int := p_from;
-    src      jsonb;
-    arr      jsonb;
-    srcname  text;
+    v_src      jsonb;
+    v_arr      jsonb;
+    v_srcname  text;
     n        int;
-    strategy text;
-    lid      bigint;
-    existing record;
+    v_strategy text;
+    v_lid      bigint;
+    v_existing record;
 BEGIN
     SELECT run.*, v.definition INTO r
       FROM batchflow.run JOIN batchflow.workflow_version v ON v.id = run.version_id
@@ -52,10 +52,10 @@ BEGIN
     IF NOT FOUND OR r.finished_at IS NOT NULL THEN
         RETURN;
     END IF;
-    nodes := r.definition -> 'nodes';
+    v_nodes := r.definition -> 'nodes';
 
     LOOP
-        IF k >= jsonb_array_length(nodes) THEN
+        IF k >= jsonb_array_length(v_nodes) THEN
             UPDATE batchflow.run
                SET status = 'succeeded', finished_at = clock_timestamp(), current_node = k
              WHERE id = p_run;
@@ -63,13 +63,13 @@ BEGIN
             RETURN;
         END IF;
 
-        node := nodes -> k;
+        v_node := v_nodes -> k;
 
         -- Reached before (bf_retry re-opened an earlier loop): skip or wait.
-        SELECT id, finished_at INTO existing
-          FROM batchflow.loop WHERE run_id = p_run AND node_id = node ->> 'id';
+        SELECT id, finished_at INTO v_existing
+          FROM batchflow.loop WHERE run_id = p_run AND node_id = v_node ->> 'id';
         IF FOUND THEN
-            IF existing.finished_at IS NULL THEN
+            IF v_existing.finished_at IS NULL THEN
                 UPDATE batchflow.run SET current_node = k WHERE id = p_run;
                 RETURN;
             END IF;
@@ -77,59 +77,59 @@ BEGIN
             CONTINUE;
         END IF;
 
-        IF node ->> 'type' = 'activity' THEN
+        IF v_node ->> 'type' = 'activity' THEN
             INSERT INTO batchflow.loop (run_id, node_index, node_id, kind, node,
                                         sequential, concurrency, total)
-            VALUES (p_run, k, node ->> 'id', 'activity', node, true, 1, 1)
-            RETURNING id INTO lid;
+            VALUES (p_run, k, v_node ->> 'id', 'activity', v_node, true, 1, 1)
+            RETURNING id INTO v_lid;
             INSERT INTO batchflow.item (loop_ref, idx, run_id, item)
-            VALUES (lid, 0, p_run, NULL);
+            VALUES (v_lid, 0, p_run, NULL);
             UPDATE batchflow.run SET current_node = k WHERE id = p_run;
             PERFORM batchflow._wake_on_commit();
             RETURN;
         END IF;
 
         -- A loop: resolve its input source now that it is reached.
-        src := node -> 'inputSource';
-        IF src ? 'static' THEN
-            arr := src -> 'static';
-            srcname := 'static';
-        ELSIF src ? 'variable' THEN
-            arr := r.vars -> (src ->> 'variable');
-            srcname := format('variable "%s"', src ->> 'variable');
+        v_src := v_node -> 'inputSource';
+        IF v_src ? 'static' THEN
+            v_arr := v_src -> 'static';
+            v_srcname := 'static';
+        ELSIF v_src ? 'variable' THEN
+            v_arr := r.vars -> (v_src ->> 'variable');
+            v_srcname := format('variable "%s"', v_src ->> 'variable');
         ELSE
-            arr := r.outputs -> (src ->> 'activity');
-            srcname := format('activity "%s"', src ->> 'activity');
+            v_arr := r.outputs -> (v_src ->> 'activity');
+            v_srcname := format('activity "%s"', v_src ->> 'activity');
         END IF;
 
-        IF arr IS NULL OR jsonb_typeof(arr) = 'null' THEN
-            arr := '[]';
-        ELSIF jsonb_typeof(arr) <> 'array' THEN
+        IF v_arr IS NULL OR jsonb_typeof(v_arr) = 'null' THEN
+            v_arr := '[]';
+        ELSIF jsonb_typeof(v_arr) <> 'array' THEN
             UPDATE batchflow.run
                SET status = 'failed', finished_at = clock_timestamp(), current_node = k,
                    error = format('node "%s": inputSource %s is a JSON %s, not an array',
-                                  node ->> 'id', srcname, jsonb_typeof(arr))
+                                  v_node ->> 'id', v_srcname, jsonb_typeof(v_arr))
              WHERE id = p_run;
             PERFORM batchflow._run_finished_on_commit();
             RETURN;
         END IF;
 
-        n := jsonb_array_length(arr);
-        strategy := coalesce(node ->> 'errorStrategy', 'fail-fast');
+        n := jsonb_array_length(v_arr);
+        v_strategy := coalesce(v_node ->> 'errorStrategy', 'fail-fast');
         INSERT INTO batchflow.loop (run_id, node_index, node_id, kind, node, sequential,
                                     concurrency, error_strategy, max_retries,
                                     retry_delay_ms, total, status, finished_at)
-        VALUES (p_run, k, node ->> 'id', 'loop', node,
-                node ->> 'loopType' = 'sequential',
-                coalesce((node ->> 'concurrency')::int, 1),
-                strategy,
-                coalesce((node ->> 'maxRetries')::int,
-                         CASE WHEN strategy = 'retry' THEN 3 ELSE 0 END),
-                coalesce((node ->> 'retryDelayMs')::int, 1000),
+        VALUES (p_run, k, v_node ->> 'id', 'loop', v_node,
+                v_node ->> 'loopType' = 'sequential',
+                coalesce((v_node ->> 'concurrency')::int, 1),
+                v_strategy,
+                coalesce((v_node ->> 'maxRetries')::int,
+                         CASE WHEN v_strategy = 'retry' THEN 3 ELSE 0 END),
+                coalesce((v_node ->> 'retryDelayMs')::int, 1000),
                 n,
                 CASE WHEN n = 0 THEN 'succeeded' ELSE 'running' END,
                 CASE WHEN n = 0 THEN clock_timestamp() END)
-        RETURNING id INTO lid;
+        RETURNING id INTO v_lid;
 
         IF n = 0 THEN
             k := k + 1;
@@ -137,8 +137,8 @@ BEGIN
         END IF;
 
         INSERT INTO batchflow.item (loop_ref, idx, run_id, item)
-        SELECT lid, (e.ord - 1)::int, p_run, e.value
-          FROM jsonb_array_elements(arr) WITH ORDINALITY AS e(value, ord);
+        SELECT v_lid, (e.ord - 1)::int, p_run, e.value
+          FROM jsonb_array_elements(v_arr) WITH ORDINALITY AS e(value, ord);
         UPDATE batchflow.run SET current_node = k WHERE id = p_run;
         PERFORM batchflow._wake_on_commit();
         RETURN;
