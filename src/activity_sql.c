@@ -194,7 +194,15 @@ bf_run_child(BfClaim *claim, BfChild *child, Datum prev, bool prev_isnull,
 	args[0] = claim->item;
 	nulls[0] = claim->item_isnull ? 'n' : ' ';
 	args[1] = Int32GetDatum(claim->idx);
-	args[2] = PointerGetDatum(bf_build_context(claim, prev, prev_isnull));
+	/* Building the context costs a copy of the run's variables: skip it
+	 * for statements that cannot refer to it. */
+	if (child->uses_context)
+		args[2] = PointerGetDatum(bf_build_context(claim, prev, prev_isnull));
+	else
+	{
+		args[2] = (Datum) 0;
+		nulls[2] = 'n';
+	}
 
 	pgstat_report_activity(STATE_RUNNING, child->sql);
 	if (child->timeout_ms > 0)

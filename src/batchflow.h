@@ -91,6 +91,7 @@ typedef struct BfChild
 	char	   *activity;		/* "sql" or "http" */
 	char	   *sql;
 	int			timeout_ms;
+	bool		uses_context;	/* does the SQL mention $3 at all? */
 	struct _SPI_plan *plan;		/* prepared on first use, kept */
 	Jsonb	   *node;			/* the child's definition */
 } BfChild;

@@ -154,6 +154,7 @@ bf_loop_info_load(int64 loop_ref, MemoryContext cxt)
 		child->id = SPI_getvalue(tup, desc, 1);
 		child->activity = SPI_getvalue(tup, desc, 2);
 		child->sql = SPI_getvalue(tup, desc, 3);
+		child->uses_context = child->sql != NULL && strstr(child->sql, "$3") != NULL;
 		child->timeout_ms = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
 		child->node = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 5, &isnull));
 		child->plan = NULL;
