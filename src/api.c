@@ -17,6 +17,7 @@
  */
 #include "postgres.h"
 
+#include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -38,7 +39,7 @@ PG_FUNCTION_INFO_V1(bf_retry);
 PG_FUNCTION_INFO_V1(bf_sql_wake_on_commit);
 PG_FUNCTION_INFO_V1(bf_sql_run_finished_on_commit);
 
-static Oid	bf_run_owner_checked(int64 run_id, char **status);
+static Oid	bf_run_owner_checked(int64 run_id, char **status, bool *started_here);
 static char *bf_run_status(int64 run_id);
 static bool bf_status_is_final(const char *status);
 
@@ -56,15 +57,15 @@ bf_status_is_final(const char *status)
  * current user may not act on it.  Must be called inside SPI.
  */
 static Oid
-bf_run_owner_checked(int64 run_id, char **status)
+bf_run_owner_checked(int64 run_id, char **status, bool *started_here)
 {
 	Datum		arg = Int64GetDatum(run_id);
 	Oid			argtype = INT8OID;
 	bool		isnull;
 	Oid			owner;
 
-	if (SPI_execute_with_args("SELECT owner, status FROM batchflow.run WHERE id = $1",
-							  1, &argtype, &arg, NULL, true, 1) != SPI_OK_SELECT)
+	if (SPI_execute_with_args("SELECT owner, status, xmin FROM batchflow.run WHERE id = $1",
+							  1, &argtype, &arg, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look up run " INT64_FORMAT, run_id);
 	if (SPI_processed == 0)
 		ereport(ERROR,
@@ -75,6 +76,10 @@ bf_run_owner_checked(int64 run_id, char **status)
 										   SPI_tuptable->tupdesc, 1, &isnull));
 	if (status)
 		*status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	if (started_here)
+		*started_here = TransactionIdIsCurrentTransactionId(
+			DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[0],
+												SPI_tuptable->tupdesc, 3, &isnull)));
 	if (!bf_can_manage(owner))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -206,6 +211,7 @@ bf_wait(PG_FUNCTION_ARGS)
 	char	   *status;
 	BfSavedUser saved;
 	text	   *result;
+	bool		started_here;
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
@@ -236,7 +242,13 @@ bf_wait(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	bf_become_admin(&saved);
-	bf_run_owner_checked(run_id, NULL);
+	bf_run_owner_checked(run_id, NULL, &started_here);
+	if (started_here)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("run " INT64_FORMAT " was started in the current transaction", run_id),
+				 errdetail("The workers cannot see the run before this transaction commits, so waiting for it here would never end."),
+				 errhint("Commit the transaction that called bf_start, then call bf_wait.")));
 
 	if (BfState != NULL)
 		ConditionVariablePrepareToSleep(&BfState->run_done_cv);
@@ -292,7 +304,7 @@ bf_cancel(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	bf_become_admin(&saved);
-	bf_run_owner_checked(run_id, &status);
+	bf_run_owner_checked(run_id, &status, NULL);
 	if (bf_status_is_final(status))
 	{
 		bf_restore_user(&saved);
@@ -346,7 +358,7 @@ bf_retry(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	bf_become_admin(&saved);
-	bf_run_owner_checked(run_id, &status);
+	bf_run_owner_checked(run_id, &status, NULL);
 	if (!bf_status_is_final(status))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

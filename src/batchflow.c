@@ -31,6 +31,7 @@ char	   *bf_database_name = NULL;
 int			bf_max_workers = BF_DEFAULT_MAX_WORKERS;
 int			bf_max_concurrency = BF_DEFAULT_MAX_CONCURRENCY;
 int			bf_poll_interval_ms = BF_DEFAULT_POLL_MS;
+int			bf_batch_ms = BF_DEFAULT_BATCH_MS;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -56,6 +57,14 @@ _PG_init(void)
 							"Workers are woken at once when new work commits; this only bounds the delay when a wake-up is missed and the wait for retry backoffs.",
 							&bf_poll_interval_ms,
 							BF_DEFAULT_POLL_MS, 10, 60000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("batchflow.batch_time",
+							"How long a worker may keep executing short items of one loop in a single transaction.",
+							"Items that finish within this time share a commit, which raises throughput for tiny items; each still holds its loop's slot and records its own result. 0 commits every item on its own.",
+							&bf_batch_ms,
+							BF_DEFAULT_BATCH_MS, 0, 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 

@@ -27,12 +27,15 @@
 #define BF_DEFAULT_MAX_CONCURRENCY	10
 #define BF_MAX_MAX_CONCURRENCY		10000
 #define BF_DEFAULT_POLL_MS			1000
+#define BF_DEFAULT_BATCH_MS			2
+#define BF_MAX_BATCH_ITEMS			100
 
 /* GUC variables (batchflow.c) */
 extern char *bf_database_name;
 extern int	bf_max_workers;
 extern int	bf_max_concurrency;
 extern int	bf_poll_interval_ms;
+extern int	bf_batch_ms;
 
 /*
  * One entry per item worker.  The owner writes it under the spinlock;
@@ -133,6 +136,9 @@ typedef struct BfClaim
 #define BF_MAX_CLOSE 64
 extern bool bf_claim_next(BfClaim *claim, TimestampTz *next_due,
 						  int64 *close_list, int *nclose);
+
+/* claim_batch.c: the next item of the held loop, for the same transaction */
+extern bool bf_claim_more(BfClaim *claim);
 
 /* activity_sql.c: running an item's children */
 typedef struct BfItemResult

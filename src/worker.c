@@ -6,7 +6,10 @@
  *
  *	  Each iteration: start a transaction, claim the next item under its
  *	  loop's cap (claim.c), run its children (activity_sql.c), record the
- *	  outcome (item_result.c), commit; then, in transactions of their own,
+ *	  outcome (item_result.c), commit.  Items that finish quickly are
+ *	  batched: within batchflow.batch_time the worker keeps its slot and
+ *	  takes the loop's next item into the same transaction, so tiny items
+ *	  share a commit.  Then, in transactions of their own,
  *	  close the loops that look finished (run.c).  When there is nothing to
  *	  claim the worker sleeps on its latch, which bf_start's commit sets; the
  *	  poll interval is only a safety net, shortened to the end of the
@@ -165,9 +168,28 @@ bf_worker_step(long *sleep_ms)
 		claimed = bf_claim_next(&claim, &next_due, close_list, &nclose);
 		if (claimed)
 		{
-			bf_publish(&claim);
-			bf_execute_item(&claim, &result);
-			bf_record_result(&claim, &result);
+			TimestampTz batch_start = GetCurrentTimestamp();
+			int			nitems = 0;
+
+			/*
+			 * Execute the item; while items stay short, keep the slot and
+			 * take the loop's next item into the same transaction.
+			 */
+			for (;;)
+			{
+				bf_publish(&claim);
+				bf_execute_item(&claim, &result);
+				bf_record_result(&claim, &result);
+				nitems++;
+				if (!result.ok || claim.loop->is_activity ||
+					nitems >= BF_MAX_BATCH_ITEMS ||
+					TimestampDifferenceExceeds(batch_start, GetCurrentTimestamp(),
+											   bf_batch_ms))
+					break;
+				CHECK_FOR_INTERRUPTS();
+				if (!bf_claim_more(&claim))
+					break;
+			}
 		}
 	}
 

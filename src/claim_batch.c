@@ -1,0 +1,80 @@
+/*-------------------------------------------------------------------------
+ *
+ * claim_batch.c
+ *	  Batching short items: claiming the next item of the loop a worker
+ *	  already holds a slot of, into the same transaction.
+ *
+ *	  A worker that finished an item quickly (within batchflow.batch_time)
+ *	  keeps its slot and takes the loop's next pending item, so that tiny
+ *	  items share one commit.  Every item still records its own result,
+ *	  and the cap still holds: the worker executes one item at a time under
+ *	  the one slot it holds.
+ *
+ *	  The scan starts at the index the worker claimed last: the entries
+ *	  below it are almost all of finished items, and walking over them for
+ *	  every item would make a long loop quadratic.
+ *
+ * IDENTIFICATION
+ *	  src/claim_batch.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/timestamp.h"
+
+#include "batchflow.h"
+
+static SPIPlanPtr more_plan = NULL;
+
+/*
+ * Claim the next item of claim->loop for the current transaction (inside
+ * SPI).  False when the loop has no item ready, has been stopped meanwhile,
+ * or (sequential) its next index is not ready.
+ */
+bool
+bf_claim_more(BfClaim *claim)
+{
+	Datum		args[2];
+	HeapTuple	it;
+	TupleDesc	id;
+	bool		isnull;
+	int32		idx;
+
+	if (more_plan == NULL)
+	{
+		Oid			types[2] = {INT8OID, INT4OID};
+
+		more_plan = SPI_prepare("SELECT idx, item, attempts FROM batchflow.item"
+								" WHERE loop_ref = $1 AND idx > $2 AND status = 'pending'"
+								"   AND (not_before IS NULL OR not_before <= clock_timestamp())"
+								"   AND EXISTS (SELECT 1 FROM batchflow.loop"
+								"                WHERE id = $1 AND status = 'running')"
+								" ORDER BY idx LIMIT 1"
+								" FOR UPDATE SKIP LOCKED", 2, types);
+		if (more_plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(more_plan);
+	}
+
+	args[0] = Int64GetDatum(claim->loop->loop_ref);
+	args[1] = Int32GetDatum(claim->idx);
+	if (SPI_execute_plan(more_plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not claim an item of loop " INT64_FORMAT,
+			 claim->loop->loop_ref);
+	if (SPI_processed == 0)
+		return false;
+
+	it = SPI_tuptable->vals[0];
+	id = SPI_tuptable->tupdesc;
+	idx = DatumGetInt32(SPI_getbinval(it, id, 1, &isnull));
+	if (claim->loop->sequential && idx != claim->idx + 1)
+		return false;			/* strict order: the next index only */
+	claim->idx = idx;
+	claim->item = SPI_getbinval(it, id, 2, &claim->item_isnull);
+	claim->attempts = DatumGetInt32(SPI_getbinval(it, id, 3, &isnull));
+	claim->started_at = GetCurrentTimestamp();
+	return true;
+}
