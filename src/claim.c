@@ -47,15 +47,30 @@ static SPIPlanPtr claim_parallel_plan = NULL;
 static SPIPlanPtr claim_sequential_plan = NULL;
 static SPIPlanPtr remaining_plan = NULL;
 
+/* What bf_claim_in_loop found in one loop. */
+typedef enum BfLoopClaim
+{
+	BF_CLAIMED,					/* slot held, item row locked */
+	BF_NO_SLOT,					/* all of the loop's slots are held */
+	BF_BACKING_OFF,				/* sequential: the next item waits for a retry */
+	BF_NOTHING_PENDING			/* no claimable item */
+} BfLoopClaim;
+
 static SPIPlanPtr bf_keep_plan(const char *sql, int nargs);
+static void bf_prepare_claim_plans(void);
 static bool bf_take_slot(int64 loop_ref, int cap, LOCKTAG *tag);
 static void bf_slot_tag(LOCKTAG *tag, int64 loop_ref, int slot);
+static BfLoopClaim bf_claim_in_loop(int64 loop_ref, int cap, bool sequential,
+									TimestampTz now, LOCKTAG *tag,
+									TimestampTz *due);
 
-/* Prepare a statement taking nargs bigint parameters and keep it. */
+PG_FUNCTION_INFO_V1(bf_claim_item);
+
+/* Prepare a statement taking ($1 bigint, $2 int) or fewer and keep it. */
 static SPIPlanPtr
 bf_keep_plan(const char *sql, int nargs)
 {
-	Oid			types[1] = {INT8OID};
+	Oid			types[2] = {INT8OID, INT4OID};
 	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
 
 	if (plan == NULL)
@@ -93,6 +108,71 @@ bf_take_slot(int64 loop_ref, int cap, LOCKTAG *tag)
 	return false;
 }
 
+/* Prepare the claim statements on first use, and keep them. */
+static void
+bf_prepare_claim_plans(void)
+{
+	if (open_loops_plan != NULL)
+		return;
+	open_loops_plan = bf_keep_plan("SELECT id, status = 'running', concurrency, sequential"
+								   "  FROM batchflow.loop WHERE finished_at IS NULL"
+								   " ORDER BY id", 0);
+	claim_parallel_plan = bf_keep_plan("SELECT idx, item, attempts FROM batchflow.item"
+									   " WHERE loop_ref = $1 AND status = 'pending'"
+									   "   AND (not_before IS NULL OR not_before <= clock_timestamp())"
+									   " ORDER BY idx LIMIT 1"
+									   " FOR UPDATE SKIP LOCKED", 1);
+	claim_sequential_plan = bf_keep_plan("SELECT idx, item, attempts, not_before"
+										 "  FROM batchflow.item"
+										 " WHERE loop_ref = $1 AND status = 'pending'"
+										 " ORDER BY idx LIMIT 1"
+										 " FOR UPDATE SKIP LOCKED", 1);
+	remaining_plan = bf_keep_plan("SELECT min(coalesce(not_before, '-infinity'))"
+								  "  FROM batchflow.item"
+								  " WHERE loop_ref = $1 AND status IN ('pending', 'running')", 1);
+}
+
+/*
+ * Take a slot of one loop and lock its next claimable item (inside SPI).
+ * On BF_CLAIMED the item's row (idx, item, attempts) is SPI_tuptable's
+ * first row and both locks are held until the transaction ends; otherwise
+ * nothing is held.  *tag is the slot taken, if any.  On BF_BACKING_OFF
+ * *due is when the next item is due.
+ */
+static BfLoopClaim
+bf_claim_in_loop(int64 loop_ref, int cap, bool sequential, TimestampTz now,
+				 LOCKTAG *tag, TimestampTz *due)
+{
+	Datum		arg = Int64GetDatum(loop_ref);
+
+	if (!bf_take_slot(loop_ref, cap, tag))
+		return BF_NO_SLOT;
+
+	if (SPI_execute_plan(sequential ? claim_sequential_plan : claim_parallel_plan,
+						 &arg, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not claim an item of loop " INT64_FORMAT, loop_ref);
+
+	if (SPI_processed == 1 && sequential)
+	{
+		bool		isnull;
+		Datum		nb = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									   4, &isnull);
+
+		if (!isnull && DatumGetTimestampTz(nb) > now)
+		{
+			/* The next item in order is backing off: wait for it. */
+			LockRelease(tag, ExclusiveLock, false);
+			*due = DatumGetTimestampTz(nb);
+			return BF_BACKING_OFF;
+		}
+	}
+	if (SPI_processed == 1)
+		return BF_CLAIMED;
+
+	LockRelease(tag, ExclusiveLock, false);
+	return BF_NOTHING_PENDING;
+}
+
 /*
  * Claim the next item to execute, in the current transaction (inside SPI).
  * On success the item's row is locked and a slot of its loop is held until
@@ -110,25 +190,7 @@ bf_claim_next(BfClaim *claim, TimestampTz *next_due,
 	uint64		first = 0;
 	TimestampTz now = GetCurrentTimestamp();
 
-	if (open_loops_plan == NULL)
-	{
-		open_loops_plan = bf_keep_plan("SELECT id, status = 'running', concurrency, sequential"
-									   "  FROM batchflow.loop WHERE finished_at IS NULL"
-									   " ORDER BY id", 0);
-		claim_parallel_plan = bf_keep_plan("SELECT idx, item, attempts FROM batchflow.item"
-										   " WHERE loop_ref = $1 AND status = 'pending'"
-										   "   AND (not_before IS NULL OR not_before <= clock_timestamp())"
-										   " ORDER BY idx LIMIT 1"
-										   " FOR UPDATE SKIP LOCKED", 1);
-		claim_sequential_plan = bf_keep_plan("SELECT idx, item, attempts, not_before"
-											 "  FROM batchflow.item"
-											 " WHERE loop_ref = $1 AND status = 'pending'"
-											 " ORDER BY idx LIMIT 1"
-											 " FOR UPDATE SKIP LOCKED", 1);
-		remaining_plan = bf_keep_plan("SELECT min(coalesce(not_before, '-infinity'))"
-									  "  FROM batchflow.item"
-									  " WHERE loop_ref = $1 AND status IN ('pending', 'running')", 1);
-	}
+	bf_prepare_claim_plans();
 
 	if (SPI_execute_plan(open_loops_plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not list open loops");
@@ -154,8 +216,9 @@ bf_claim_next(BfClaim *claim, TimestampTz *next_due,
 		int			cap = DatumGetInt32(SPI_getbinval(lt, loops->tupdesc, 3, &isnull));
 		bool		sequential = DatumGetBool(SPI_getbinval(lt, loops->tupdesc, 4, &isnull));
 		Datum		arg = Int64GetDatum(loop_ref);
+		TimestampTz due = DT_NOEND;
 		LOCKTAG		tag;
-		Datum		due;
+		Datum		remaining;
 
 		if (!running)
 		{
@@ -163,57 +226,103 @@ bf_claim_next(BfClaim *claim, TimestampTz *next_due,
 				close_list[(*nclose)++] = loop_ref;
 			continue;
 		}
-		if (!bf_take_slot(loop_ref, cap, &tag))
-			continue;
 
-		if (SPI_execute_plan(sequential ? claim_sequential_plan : claim_parallel_plan,
-							 &arg, NULL, false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not claim an item of loop " INT64_FORMAT, loop_ref);
-
-		if (SPI_processed == 1)
+		switch (bf_claim_in_loop(loop_ref, cap, sequential, now, &tag, &due))
 		{
-			HeapTuple	it = SPI_tuptable->vals[0];
-			TupleDesc	id = SPI_tuptable->tupdesc;
-
-			if (sequential)
-			{
-				Datum		nb = SPI_getbinval(it, id, 4, &isnull);
-
-				if (!isnull && DatumGetTimestampTz(nb) > now)
-				{
-					/* The next item in order is backing off: wait for it. */
-					LockRelease(&tag, ExclusiveLock, false);
-					*next_due = Min(*next_due, DatumGetTimestampTz(nb));
-					continue;
-				}
-			}
-
-			claim->loop = bf_loop_info(loop_ref);
-			if (claim->loop == NULL)
-			{
-				LockRelease(&tag, ExclusiveLock, false);
+			case BF_NO_SLOT:
 				continue;
-			}
-			claim->idx = DatumGetInt32(SPI_getbinval(it, id, 1, &isnull));
-			claim->item = SPI_getbinval(it, id, 2, &claim->item_isnull);
-			claim->attempts = DatumGetInt32(SPI_getbinval(it, id, 3, &isnull));
-			claim->started_at = GetCurrentTimestamp();
-			rr_cursor = loop_ref;
-			return true;
+			case BF_BACKING_OFF:
+				*next_due = Min(*next_due, due);
+				continue;
+			case BF_CLAIMED:
+				{
+					HeapTuple	it = SPI_tuptable->vals[0];
+					TupleDesc	id = SPI_tuptable->tupdesc;
+
+					claim->loop = bf_loop_info(loop_ref);
+					if (claim->loop == NULL)
+					{
+						/* The loop was deleted meanwhile. */
+						LockRelease(&tag, ExclusiveLock, false);
+						continue;
+					}
+					claim->idx = DatumGetInt32(SPI_getbinval(it, id, 1, &isnull));
+					claim->item = SPI_getbinval(it, id, 2, &claim->item_isnull);
+					claim->attempts = DatumGetInt32(SPI_getbinval(it, id, 3, &isnull));
+					claim->started_at = GetCurrentTimestamp();
+					rr_cursor = loop_ref;
+					return true;
+				}
+			case BF_NOTHING_PENDING:
+				break;
 		}
 
-		/* Nothing claimable: free the slot and see why. */
-		LockRelease(&tag, ExclusiveLock, false);
+		/* Nothing claimable: see why. */
 		if (SPI_execute_plan(remaining_plan, &arg, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not inspect loop " INT64_FORMAT, loop_ref);
-		due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		remaining = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 		if (isnull)
 		{
 			if (*nclose < BF_MAX_CLOSE)
 				close_list[(*nclose)++] = loop_ref;
 		}
-		else if (DatumGetTimestampTz(due) > now)
-			*next_due = Min(*next_due, DatumGetTimestampTz(due));
+		else if (DatumGetTimestampTz(remaining) > now)
+			*next_due = Min(*next_due, DatumGetTimestampTz(remaining));
 	}
 	return false;
+}
+
+/*
+ * batchflow.claim_item(loop_ref bigint) returns int
+ *
+ * A diagnostic and testing entry point: claim the next item of one loop
+ * exactly as a worker does (a free slot under the loop's cap, then the
+ * next pending item with FOR UPDATE SKIP LOCKED) and return its index, or
+ * NULL when no slot is free or nothing is claimable.  Both locks are held
+ * until the caller's transaction ends; the item itself is not executed or
+ * changed.  A second call in the same transaction keeps the one slot it
+ * holds and finds the same item again.  The loop's status is not looked
+ * at: which loops the workers serve is decided when they list the open
+ * loops, not in the claim.
+ * Isolation tests race sessions through it; an administrator can use it
+ * to see whether a loop has a free slot, or to hold one.
+ */
+Datum
+bf_claim_item(PG_FUNCTION_ARGS)
+{
+	int64		loop_ref = PG_GETARG_INT64(0);
+	Datum		arg = Int64GetDatum(loop_ref);
+	Oid			argtype = INT8OID;
+	bool		isnull;
+	int			cap;
+	bool		sequential;
+	TimestampTz due = DT_NOEND;
+	LOCKTAG		tag;
+	bool		claimed;
+	int32		idx = 0;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	bf_prepare_claim_plans();
+
+	if (SPI_execute_with_args("SELECT concurrency, sequential FROM batchflow.loop WHERE id = $1",
+							  1, &argtype, &arg, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up loop " INT64_FORMAT, loop_ref);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("loop " INT64_FORMAT " does not exist", loop_ref),
+				 errhint("Loop ids are in batchflow.loop.id.")));
+	cap = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	sequential = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+
+	claimed = bf_claim_in_loop(loop_ref, cap, sequential, GetCurrentTimestamp(),
+								 &tag, &due) == BF_CLAIMED;
+	if (claimed)
+		idx = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+
+	if (!claimed)
+		PG_RETURN_NULL();
+	PG_RETURN_INT32(idx);
 }

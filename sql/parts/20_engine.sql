@@ -25,6 +25,17 @@ CREATE FUNCTION batchflow.active_items(
 COMMENT ON FUNCTION batchflow.active_items() IS 'Items executing right now, one row per busy worker, read from shared memory';
 
 /*
+ * Diagnostic and testing entry point: claim the next item of one loop the
+ * way a worker does (a free slot under the loop's cap, then the next
+ * pending item with FOR UPDATE SKIP LOCKED) and hold both until the
+ * caller's transaction ends.  The isolation tests race sessions through it.
+ */
+CREATE FUNCTION batchflow.claim_item(loop_ref bigint) RETURNS int
+    LANGUAGE C VOLATILE STRICT AS 'MODULE_PATHNAME', 'bf_claim_item';
+COMMENT ON FUNCTION batchflow.claim_item(bigint) IS 'Diagnostics: claim the next item of a loop like a worker (slot under the cap + FOR UPDATE SKIP LOCKED), hold it until the transaction ends, return its index or NULL';
+REVOKE ALL ON FUNCTION batchflow.claim_item(bigint) FROM PUBLIC;
+
+/*
  * Create the loop row (and its items) for top-level node k of a run, or
  * finish the run when k is past the last node.  Nodes whose input is an
  * empty array complete at once and the run moves on.  An input source that
