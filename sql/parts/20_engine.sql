@@ -55,6 +55,7 @@ DECLARE
     v_strategy text;
     v_lid      bigint;
     v_existing record;
+    v_reached  timestamptz;
 BEGIN
     SELECT run.*, v.definition INTO r
       FROM batchflow.run JOIN batchflow.workflow_version v ON v.id = run.version_id
@@ -90,8 +91,9 @@ BEGIN
 
         IF v_node ->> 'type' = 'activity' THEN
             INSERT INTO batchflow.loop (run_id, node_index, node_id, kind, node,
-                                        sequential, concurrency, total)
-            VALUES (p_run, k, v_node ->> 'id', 'activity', v_node, true, 1, 1)
+                                        sequential, concurrency, total, started_at)
+            VALUES (p_run, k, v_node ->> 'id', 'activity', v_node, true, 1, 1,
+                    clock_timestamp())
             RETURNING id INTO v_lid;
             INSERT INTO batchflow.item (loop_ref, idx, run_id, item)
             VALUES (v_lid, 0, p_run, NULL);
@@ -126,10 +128,12 @@ BEGIN
         END IF;
 
         n := jsonb_array_length(v_arr);
+        -- Not now(): the previous node ended earlier in this transaction.
+        v_reached := clock_timestamp();
         v_strategy := coalesce(v_node ->> 'errorStrategy', 'fail-fast');
         INSERT INTO batchflow.loop (run_id, node_index, node_id, kind, node, sequential,
                                     concurrency, error_strategy, max_retries,
-                                    retry_delay_ms, total, status, finished_at)
+                                    retry_delay_ms, total, status, started_at, finished_at)
         VALUES (p_run, k, v_node ->> 'id', 'loop', v_node,
                 v_node ->> 'loopType' = 'sequential',
                 coalesce((v_node ->> 'concurrency')::int, 1),
@@ -139,7 +143,8 @@ BEGIN
                 coalesce((v_node ->> 'retryDelayMs')::int, 1000),
                 n,
                 CASE WHEN n = 0 THEN 'succeeded' ELSE 'running' END,
-                CASE WHEN n = 0 THEN clock_timestamp() END)
+                v_reached,
+                CASE WHEN n = 0 THEN v_reached END)
         RETURNING id INTO v_lid;
 
         IF n = 0 THEN
