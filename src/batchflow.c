@@ -68,6 +68,8 @@ _PG_init(void)
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
+	bf_progress_define_gucs();
+
 	if (!process_shared_preload_libraries_in_progress)
 	{
 		ereport(WARNING,

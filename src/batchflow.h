@@ -162,6 +162,21 @@ extern bool bf_loop_try_close(int64 loop_ref);
 extern void bf_recover_after_restart(void);
 extern int64 *bf_loops_to_close(MemoryContext cxt, int *n);
 
+/*
+ * progress.c: batched progress counters.  bf_progress_item_done counts an
+ * item whose attempt was just recorded, in the same transaction; every
+ * path that gives an item its final status must call it.  Item workers
+ * call bf_progress_flush once per transaction, inside SPI, before commit.
+ */
+extern void bf_progress_define_gucs(void);
+extern Size bf_progress_shmem_size(void);
+extern void bf_progress_shmem_startup(void);
+extern void bf_progress_item_done(BfClaim *claim, BfItemResult *result);
+extern void bf_progress_flush(void);
+
+/* history.c: the launcher rebuilds progress counters and prunes history */
+extern void bf_progress_sweep(void);
+
 /* security.c: switching to the extension owner for bookkeeping */
 typedef struct BfSavedUser
 {

@@ -195,6 +195,7 @@ bf_sweep(bool recover)
 	}
 	if (recover || n > 0)
 		bf_wake_workers();
+	bf_progress_sweep();
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }

@@ -56,6 +56,7 @@ void
 bf_shmem_request(void)
 {
 	RequestAddinShmemSpace(bf_shmem_size());
+	RequestAddinShmemSpace(bf_progress_shmem_size());
 }
 
 /* Create or attach to the shared state (called from shmem_startup_hook). */
@@ -76,6 +77,7 @@ bf_shmem_startup(void)
 			SpinLockInit(&BfState->slots[i].mutex);
 	}
 	LWLockRelease(AddinShmemInitLock);
+	bf_progress_shmem_startup();
 }
 
 /* Set the latch of every item worker and of the launcher. */

@@ -180,6 +180,7 @@ bf_worker_step(long *sleep_ms)
 				bf_publish(&claim);
 				bf_execute_item(&claim, &result);
 				bf_record_result(&claim, &result);
+				bf_progress_item_done(&claim, &result);
 				nitems++;
 				if (!result.ok || claim.loop->is_activity ||
 					nitems >= BF_MAX_BATCH_ITEMS ||
@@ -193,6 +194,7 @@ bf_worker_step(long *sleep_ms)
 		}
 	}
 
+	bf_progress_flush();
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();

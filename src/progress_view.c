@@ -1,0 +1,294 @@
+/*-------------------------------------------------------------------------
+ *
+ * progress_view.c
+ *	  What the progress views read from shared memory, and the run-level
+ *	  functions bf_progress, bf_report and bf_summary.
+ *
+ *	  batchflow._progress_live() returns, per loop known to shared memory,
+ *	  the counts still pending in the workers' slots, the number of items
+ *	  executing right now, the recent rate and the time of the last commit.
+ *	  The views add it to what batchflow.loop_progress and
+ *	  batchflow.progress_counter hold.
+ *
+ *	  bf_progress, bf_report and bf_summary run as their caller, refuse a
+ *	  run the caller may not see, and then read the internal functions
+ *	  batchflow._progress, _report and _summary as the extension owner.
+ *
+ * IDENTIFICATION
+ *	  src/progress_view.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+
+#include "progress.h"
+
+PG_FUNCTION_INFO_V1(bf_sql_progress_live);
+PG_FUNCTION_INFO_V1(bf_sql_progress_exact);
+PG_FUNCTION_INFO_V1(bf_progress);
+PG_FUNCTION_INFO_V1(bf_report);
+PG_FUNCTION_INFO_V1(bf_summary);
+
+/* One loop's live figures, gathered from shared memory. */
+typedef struct BfLive
+{
+	int64		loop_ref;
+	int64		pending_completed;
+	int64		pending_failed;
+	int32		active;
+} BfLive;
+
+static BfLive *bf_live_entry(BfLive *live, int *n, int max, int64 loop_ref);
+static void bf_check_run(int64 run_id);
+static void bf_run_srf(FunctionCallInfo fcinfo, const char *sql);
+
+/* The entry of loop_ref in live[], added if missing (NULL if full). */
+static BfLive *
+bf_live_entry(BfLive *live, int *n, int max, int64 loop_ref)
+{
+	for (int i = 0; i < *n; i++)
+		if (live[i].loop_ref == loop_ref)
+			return &live[i];
+	if (*n >= max)
+		return NULL;
+	memset(&live[*n], 0, sizeof(BfLive));
+	live[*n].loop_ref = loop_ref;
+	return &live[(*n)++];
+}
+
+/*
+ * batchflow._progress_live() returns (loop_ref, pending_completed,
+ * pending_failed, active, items_per_sec, last_commit_at): one row per loop
+ * that has pending counts, items executing, or rate samples.
+ */
+Datum
+bf_sql_progress_live(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	BfLive	   *live;
+	int			n = 0;
+	int			max;
+	int			skip_slot = bf_progress_written_slot();
+	TimestampTz now = GetCurrentTimestamp();
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (BfProgress == NULL || BfState == NULL)
+		PG_RETURN_VOID();
+
+	max = BF_TRACKED_LOOPS + BfProgress->nslots * (BF_PENDING_LOOPS + 1);
+	live = palloc(sizeof(BfLive) * max);
+
+	/* Loops with rate samples. */
+	SpinLockAcquire(&BfProgress->mutex);
+	for (int i = 0; i < BF_TRACKED_LOOPS; i++)
+		if (BfProgress->loops[i].loop_ref != 0)
+			(void) bf_live_entry(live, &n, max, BfProgress->loops[i].loop_ref);
+	SpinLockRelease(&BfProgress->mutex);
+
+	/* Counts committed but not yet written. */
+	for (int s = 0; s < BfProgress->nslots; s++)
+	{
+		BfProgressSlot *slot = &BfProgress->slots[s];
+		BfCount		pending[BF_PENDING_LOOPS];
+		int			npending;
+
+		if (s == skip_slot)
+			continue;
+		SpinLockAcquire(&slot->mutex);
+		npending = slot->npending;
+		memcpy(pending, slot->pending, sizeof(BfCount) * npending);
+		SpinLockRelease(&slot->mutex);
+		for (int i = 0; i < npending; i++)
+		{
+			BfLive	   *e = bf_live_entry(live, &n, max, pending[i].loop_ref);
+
+			if (e == NULL)
+				continue;
+			e->pending_completed += pending[i].completed;
+			e->pending_failed += pending[i].failed;
+		}
+	}
+
+	/* Items executing right now. */
+	for (int s = 0; s < BfState->nslots; s++)
+	{
+		BfWorkerSlot *slot = &BfState->slots[s];
+		int64		loop_ref;
+		bool		busy;
+		BfLive	   *e;
+
+		SpinLockAcquire(&slot->mutex);
+		busy = slot->pid != 0 && slot->run_id != 0;
+		loop_ref = slot->loop_ref;
+		SpinLockRelease(&slot->mutex);
+		if (!busy)
+			continue;
+		e = bf_live_entry(live, &n, max, loop_ref);
+		if (e != NULL)
+			e->active++;
+	}
+
+	for (int i = 0; i < n; i++)
+	{
+		Datum		values[6];
+		bool		nulls[6] = {false, false, false, false, false, false};
+		double		rate;
+		TimestampTz last_commit;
+		bool		has_rate;
+
+		has_rate = bf_progress_rate(live[i].loop_ref, now, &rate, &last_commit);
+		values[0] = Int64GetDatum(live[i].loop_ref);
+		values[1] = Int64GetDatum(live[i].pending_completed);
+		values[2] = Int64GetDatum(live[i].pending_failed);
+		values[3] = Int32GetDatum(live[i].active);
+		values[4] = Float8GetDatum(rate);
+		nulls[4] = !has_rate;
+		values[5] = TimestampTzGetDatum(last_commit);
+		nulls[5] = last_commit == 0;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	PG_RETURN_VOID();
+}
+
+/*
+ * batchflow._progress_exact() returns true while the counters cannot be
+ * trusted and the views must count items in batchflow.item: before the
+ * launcher has rebuilt them after a start or crash, after items finished
+ * uncounted, or when batchflow.track_progress is off.
+ */
+Datum
+bf_sql_progress_exact(PG_FUNCTION_ARGS)
+{
+	bool		exact;
+
+	if (BfProgress == NULL || !bf_track_progress)
+		PG_RETURN_BOOL(true);
+	SpinLockAcquire(&BfProgress->mutex);
+	exact = BfProgress->reconcile_all || BfProgress->uncounted;
+	SpinLockRelease(&BfProgress->mutex);
+	PG_RETURN_BOOL(exact);
+}
+
+/*
+ * Refuse a run that does not exist or that the current user may not see.
+ * Must be called inside SPI, as the extension owner; the check itself is
+ * made for the caller (saved).
+ */
+static void
+bf_check_run(int64 run_id)
+{
+	Datum		arg = Int64GetDatum(run_id);
+	Oid			argtype = INT8OID;
+	bool		isnull;
+	Oid			owner;
+	BfSavedUser saved;
+
+	bf_become_admin(&saved);
+	if (SPI_execute_with_args("SELECT owner FROM batchflow.run WHERE id = $1",
+							  1, &argtype, &arg, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up run " INT64_FORMAT, run_id);
+	bf_restore_user(&saved);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("run " INT64_FORMAT " does not exist", run_id),
+				 errhint("The runs you can see are listed in the batchflow.runs view.")));
+	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 1, &isnull));
+	if (!bf_can_manage(owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for run " INT64_FORMAT, run_id),
+				 errdetail("The run was started by another role."),
+				 errhint("Only the role that started a run, its members, superusers and members of batchflow_admin may watch it.")));
+}
+
+/*
+ * Return the rows of "sql" (which takes the run id as $1) as this
+ * function's result set, after checking that the caller may see the run.
+ */
+static void
+bf_run_srf(FunctionCallInfo fcinfo, const char *sql)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int64		run_id = PG_GETARG_INT64(0);
+	Datum		arg = Int64GetDatum(run_id);
+	Oid			argtype = INT8OID;
+	BfSavedUser saved;
+	TupleDesc	want;
+	int			natts;
+	Datum	   *values;
+	bool	   *nulls;
+
+	InitMaterializedSRF(fcinfo, 0);
+	want = rsinfo->setDesc;
+	natts = want->natts;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	bf_check_run(run_id);
+
+	bf_become_admin(&saved);
+	if (SPI_execute_with_args(sql, 1, &argtype, &arg, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read run " INT64_FORMAT, run_id);
+	bf_restore_user(&saved);
+
+	if (SPI_tuptable->tupdesc->natts != natts)
+		elog(ERROR, "query returned %d columns, expected %d",
+			 SPI_tuptable->tupdesc->natts, natts);
+	for (int c = 0; c < natts; c++)
+		if (TupleDescAttr(SPI_tuptable->tupdesc, c)->atttypid != TupleDescAttr(want, c)->atttypid)
+			elog(ERROR, "column %d has type %u, expected %u", c + 1,
+				 TupleDescAttr(SPI_tuptable->tupdesc, c)->atttypid,
+				 TupleDescAttr(want, c)->atttypid);
+
+	values = palloc(sizeof(Datum) * natts);
+	nulls = palloc(sizeof(bool) * natts);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		heap_deform_tuple(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, values, nulls);
+		tuplestore_putvalues(rsinfo->setResult, want, values, nulls);
+	}
+	SPI_finish();
+}
+
+/*
+ * bf_progress(run bigint) returns one row per loop of the run: loop_id,
+ * status, total, completed, failed, active, percent, items_per_sec,
+ * elapsed, eta.
+ */
+Datum
+bf_progress(PG_FUNCTION_ARGS)
+{
+	bf_run_srf(fcinfo, "SELECT * FROM batchflow._progress($1)");
+	PG_RETURN_VOID();
+}
+
+/*
+ * bf_report(run bigint) returns one row per failed item: loop_id, idx,
+ * item (truncated to 1 kB), attempts, error.
+ */
+Datum
+bf_report(PG_FUNCTION_ARGS)
+{
+	bf_run_srf(fcinfo, "SELECT * FROM batchflow._report($1)");
+	PG_RETURN_VOID();
+}
+
+/* bf_summary(run bigint) returns the run's counts per node. */
+Datum
+bf_summary(PG_FUNCTION_ARGS)
+{
+	bf_run_srf(fcinfo, "SELECT * FROM batchflow._summary($1)");
+	PG_RETURN_VOID();
+}
