@@ -69,6 +69,7 @@ _PG_init(void)
 							NULL, NULL, NULL);
 
 	bf_progress_define_gucs();
+	bf_register_define_gucs();
 
 	if (!process_shared_preload_libraries_in_progress)
 	{

@@ -195,4 +195,8 @@ extern void bf_restore_user(const BfSavedUser *saved);
  */
 extern void bf_validate_definition(Jsonb *definition);
 
+/* register.c: bf_register and its size limit */
+extern int	bf_max_definition_kb;
+extern void bf_register_define_gucs(void);
+
 #endif							/* BATCHFLOW_H */
