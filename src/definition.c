@@ -615,7 +615,7 @@ check_loop(JsonbContainer *node, const char *what, DefWalk *walk)
 			ereport(ERROR,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 					 errmsg("%s: loops may not be nested", child_what),
-					 errdetail("Node \"%s\" is a loop inside loop %s.", id, what),
+					 errdetail("Node \"%s\" is a loop inside %s.", id, what),
 					 errhint("Move the inner loop to the top level and feed it with an \"output\" variable.")));
 		if (strcmp(type, "activity") != 0)
 			ereport(ERROR,
