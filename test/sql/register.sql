@@ -168,3 +168,4 @@ SELECT reg_sqlstate('{"nodes": [{"id": "a", "type": "task"}]}') AS bad_type,
 DELETE FROM batchflow.workflow WHERE name IN ('reg_full', 'reg_alice_wf', 'reg_cap20');
 REVOKE USAGE ON SCHEMA batchflow FROM reg_alice;
 DROP ROLE reg_alice;
+DROP FUNCTION reg_sqlstate(jsonb);
