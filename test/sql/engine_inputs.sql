@@ -26,7 +26,7 @@ SELECT bf_register('eng_inputs_activity', $j${"nodes": [
                  "sql": "INSERT INTO eng_inputs_sink VALUES ('activity', $2, $1)"}]},
   {"id": "by_output", "type": "loop", "loopType": "parallel", "concurrency": 2,
    "inputSource": {"variable": "picked"},
-   "children": [{"id": "put", "type": "activity", "activity": "sql",
+   "children": [{"id": "put_again", "type": "activity", "activity": "sql",
                  "sql": "INSERT INTO eng_inputs_sink VALUES ('output', $2, $1)"}]}]}$j$) > 0 AS registered;
 SELECT bf_start('eng_inputs_activity') AS run \gset
 SELECT bf_wait(:run, '1 minute');
