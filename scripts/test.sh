@@ -1,0 +1,145 @@
+#!/bin/bash
+# scripts/test.sh - the whole batchflow test suite, from a fresh Debian 12
+# machine: install dependencies, build (warnings are errors), install, then
+# run every kind of test against throwaway clusters:
+#
+#   pg_regress       test/sql/*.sql, expected output in test/expected/
+#   isolation        test/specs/*.spec
+#   pgTAP            test/pgtap/*.sql, through pg_prove
+#   Perl TAP         test/t/*.pl (PostgreSQL::Test::Cluster; their own clusters)
+#   bench smoke      bench/smoke.sh, a few seconds of the benchmarks
+#
+# It ends with one line "N passed, N failed" and exits non-zero on any
+# failure.  PostgreSQL refuses to run as root, so when run as root the tests
+# run as the postgres user, in a copy of the tree that user owns.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+PGBIN=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
+
+if [ "$(id -u)" = 0 ]; then
+	bash scripts/deps.sh || exit 1
+fi
+PGBIN=$(pg_config --bindir)
+PGXS_DIR=$(dirname "$(pg_config --pgxs)")/..
+
+echo "== build"
+make -s clean >/dev/null 2>&1
+if ! make -s 2>&1; then
+	echo "build failed"
+	echo "0 passed, 1 failed"
+	exit 1
+fi
+if [ "$(id -u)" = 0 ]; then
+	make -s install >/dev/null || { echo "install failed"; echo "0 passed, 1 failed"; exit 1; }
+fi
+
+as_pg() {
+	if [ "$(id -u)" = 0 ]; then runuser -u postgres -- env PATH="$PGBIN:$PATH" "$@"; else env PATH="$PGBIN:$PATH" "$@"; fi
+}
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/batchflow-test.XXXXXX")
+chmod 755 "$WORK"
+SRC=$WORK/src
+mkdir -p "$SRC"
+tar -C "$ROOT" --exclude=.git --exclude='*.o' --exclude='*.bc' --exclude='*.so' -cf - . | tar -C "$SRC" -xf -
+[ "$(id -u)" = 0 ] && chown -R postgres: "$WORK"
+
+CLUSTER=$WORK/cluster
+PORT=${BF_TEST_PORT:-54329}
+DB=contrib_regression
+
+cleanup() {
+	bash "$SRC/scripts/cluster.sh" stop "$CLUSTER" >/dev/null 2>&1
+}
+trap cleanup EXIT
+
+echo "== cluster"
+if ! bash "$SRC/scripts/cluster.sh" start "$CLUSTER" "$PORT" "$DB"; then
+	cat "$CLUSTER/server.log" 2>/dev/null | tail -30
+	echo "0 passed, 1 failed"
+	exit 1
+fi
+
+passed=0
+failed=0
+failures=()
+
+# Count the "test NAME ... ok" lines of pg_regress-style output; every
+# requested test without one failed (pg_regress stops early on some errors).
+count_regress() {
+	local out=$1 label=$2 want=$3 p
+	p=$(grep -cE '^(test| ) *[^ ]+ +\.\.\. ok' "$out")
+	passed=$((passed + p))
+	failed=$((failed + want - p))
+	if [ "$p" -lt "$want" ]; then failures+=("$label"); fi
+}
+
+cd "$SRC"
+REGRESS_TESTS=$(ls test/sql/*.sql 2>/dev/null | sed 's|test/sql/||; s|\.sql$||' | sort)
+SPECS=$(ls test/specs/*.spec 2>/dev/null | sed 's|test/specs/||; s|\.spec$||' | sort)
+
+echo "== pg_regress"
+if [ -n "$REGRESS_TESTS" ]; then
+	as_pg "$PGXS_DIR/test/regress/pg_regress" --bindir="$PGBIN" \
+		--inputdir=test --outputdir="$WORK/out" --use-existing --dbname=$DB \
+		--host="$CLUSTER" --port="$PORT" --user=postgres \
+		$REGRESS_TESTS >"$WORK/regress.log" 2>&1
+	cat "$WORK/regress.log"
+	count_regress "$WORK/regress.log" pg_regress "$(echo $REGRESS_TESTS | wc -w)"
+	[ -s "$WORK/out/regression.diffs" ] && cat "$WORK/out/regression.diffs"
+fi
+
+echo "== isolation"
+if [ -n "$SPECS" ]; then
+	as_pg "$PGXS_DIR/test/isolation/pg_isolation_regress" --bindir="$PGBIN" \
+		--inputdir=test --outputdir="$WORK/out-isolation" --use-existing --dbname=$DB \
+		--host="$CLUSTER" --port="$PORT" --user=postgres \
+		$SPECS >"$WORK/isolation.log" 2>&1
+	cat "$WORK/isolation.log"
+	count_regress "$WORK/isolation.log" isolation "$(echo $SPECS | wc -w)"
+	[ -s "$WORK/out-isolation/regression.diffs" ] && cat "$WORK/out-isolation/regression.diffs"
+fi
+
+echo "== pgTAP"
+for f in test/pgtap/*.sql; do
+	[ -e "$f" ] || continue
+	if as_pg pg_prove -h "$CLUSTER" -p "$PORT" -U postgres -d $DB "$f"; then
+		passed=$((passed + 1))
+	else
+		failed=$((failed + 1))
+		failures+=("$f")
+	fi
+done
+
+echo "== Perl TAP"
+for f in test/t/*.pl; do
+	[ -e "$f" ] || continue
+	if as_pg env TESTDIR="$SRC" PG_REGRESS="$PGXS_DIR/test/regress/pg_regress" \
+		PERL5LIB="$PGXS_DIR/test/perl:$SRC/test/t" \
+		prove -I "$PGXS_DIR/test/perl" -I "$SRC/test/t" "$f"; then
+		passed=$((passed + 1))
+	else
+		failed=$((failed + 1))
+		failures+=("$f")
+		for log in "$SRC"/tmp_check/log/*"$(basename "$f" .pl)"*; do
+			[ -f "$log" ] && { echo "--- $log"; tail -40 "$log"; }
+		done
+	fi
+done
+
+echo "== bench smoke"
+if [ -f bench/smoke.sh ]; then
+	if as_pg bash bench/smoke.sh; then
+		passed=$((passed + 1))
+	else
+		failed=$((failed + 1))
+		failures+=("bench/smoke.sh")
+	fi
+fi
+
+echo
+echo "pg_regress, isolation, pgTAP, TAP and smoke results above; failing: ${failures[*]:-none}"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
