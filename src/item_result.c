@@ -88,9 +88,10 @@ bf_record_result(BfClaim *claim, BfItemResult *result)
 											   "       vars = CASE WHEN $3 IS NULL THEN vars"
 											   "              ELSE vars || jsonb_build_object($3, $4) END"
 											   " WHERE id = $1", 4, t_out);
+		/* clock_timestamp(): a batched transaction began before this attempt. */
 		error_plan = bf_prepare_kept("INSERT INTO batchflow.item_error"
-									 " (run_id, loop_ref, idx, attempt, sqlstate, error)"
-									 " VALUES ($1, $2, $3, $4, $5, $6)", 6, t_err);
+									 " (run_id, loop_ref, idx, attempt, sqlstate, error, failed_at)"
+									 " VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp())", 6, t_err);
 		retry_plan = bf_prepare_kept("UPDATE batchflow.item"
 									 "   SET attempts = attempts + 1, started_at = $3, error = $4,"
 									 "       not_before = clock_timestamp() + make_interval(secs => $5::float8 / 1000)"
