@@ -1,0 +1,134 @@
+-- bf_start is transactional: a rolled-back start leaves nothing and runs
+-- nothing; a committed one starts at once.  Also from inside functions,
+-- a subtransaction that rolls back, and a row trigger.
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS batchflow;
+RESET client_min_messages;
+
+-- Every item writes its own value: the rows tell which run executed.
+CREATE TABLE eng_txn_sink (tag text NOT NULL, idx int NOT NULL, UNIQUE (tag, idx));
+SELECT bf_register('eng_txn_wf', $j${"nodes": [
+  {"id": "each", "type": "loop", "loopType": "parallel", "concurrency": 4,
+   "inputSource": {"variable": "tags"},
+   "children": [{"id": "put", "type": "activity", "activity": "sql",
+                 "sql": "INSERT INTO eng_txn_sink VALUES ($1 ->> 0, $2)"}]}]}$j$) > 0 AS registered;
+CREATE FUNCTION eng_txn_input(tag text, n int) RETURNS jsonb
+LANGUAGE sql AS $$
+  SELECT jsonb_build_object('tags', jsonb_agg(jsonb_build_array(tag)))
+    FROM generate_series(1, n)
+$$;
+
+-- Rolled back: inside the transaction the run and its items exist...
+BEGIN;
+SELECT bf_start('eng_txn_wf', eng_txn_input('rolled back', 5)) AS run \gset
+SELECT status FROM batchflow.runs WHERE id = :run;
+SELECT count(*) AS pending_items FROM batchflow.item WHERE run_id = :run AND status = 'pending';
+ROLLBACK;
+-- ...and afterwards nothing is left of it.
+SELECT count(*) AS runs FROM batchflow.run WHERE id = :run;
+SELECT count(*) AS loops FROM batchflow.loop WHERE run_id = :run;
+SELECT count(*) AS items FROM batchflow.item WHERE run_id = :run;
+SELECT count(*) AS runs_of_workflow FROM batchflow.runs WHERE workflow = 'eng_txn_wf';
+
+-- Committed: it starts at once.  Five runs, each committed on its own
+-- while the workers are idle: the first item of each starts well within
+-- the workers' 1 s safety-net poll, because the commit wakes them.
+SELECT bf_start('eng_txn_wf', eng_txn_input('committed 1', 3)) AS run1 \gset
+SELECT pg_sleep(0.2);
+SELECT bf_start('eng_txn_wf', eng_txn_input('committed 2', 3)) AS run2 \gset
+SELECT pg_sleep(0.2);
+SELECT bf_start('eng_txn_wf', eng_txn_input('committed 3', 3)) AS run3 \gset
+SELECT pg_sleep(0.2);
+SELECT bf_start('eng_txn_wf', eng_txn_input('committed 4', 3)) AS run4 \gset
+SELECT pg_sleep(0.2);
+SELECT bf_start('eng_txn_wf', eng_txn_input('committed 5', 3)) AS run5 \gset
+SELECT bf_wait(r, '1 minute') FROM unnest(ARRAY[:run1, :run2, :run3, :run4, :run5]::bigint[]) r;
+SELECT count(*) AS runs,
+       bool_and(first_start - r.started_at < interval '500 milliseconds') AS started_at_once
+  FROM batchflow.runs r
+  CROSS JOIN LATERAL (SELECT min(i.started_at) AS first_start
+                        FROM batchflow.items i WHERE i.run_id = r.id) f
+ WHERE r.id IN (:run1, :run2, :run3, :run4, :run5);
+-- Their items ran, the rolled-back run's never did (the workers have been
+-- busy with five later runs and idle since; give them a moment more).
+SELECT pg_sleep(0.3);
+SELECT tag, count(*) FROM eng_txn_sink GROUP BY tag ORDER BY tag;
+
+-- From a function: an error after bf_start aborts the statement and takes
+-- the run with it.
+CREATE FUNCTION eng_txn_start_then_fail(tag text) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+  r bigint;
+BEGIN
+  r := bf_start('eng_txn_wf', eng_txn_input(tag, 2));
+  RAISE EXCEPTION 'changed my mind about run %', r USING ERRCODE = 'raise_exception';
+END
+$$;
+SELECT max(id) AS before_max FROM batchflow.run \gset
+\set VERBOSITY sqlstate
+SELECT eng_txn_start_then_fail('function failed');
+\set VERBOSITY default
+SELECT count(*) AS new_runs FROM batchflow.run WHERE id > :before_max;
+
+-- A subtransaction rolled back inside a function that then returns
+-- normally: the run started in the subtransaction vanishes, the one
+-- started after it (same transaction) is kept and runs.
+CREATE FUNCTION eng_txn_start_in_subxact() RETURNS bigint
+LANGUAGE plpgsql AS $$
+BEGIN
+  BEGIN
+    PERFORM bf_start('eng_txn_wf', eng_txn_input('subxact rolled back', 2));
+    RAISE EXCEPTION 'roll the block back';
+  EXCEPTION WHEN raise_exception THEN
+    NULL;
+  END;
+  RETURN bf_start('eng_txn_wf', eng_txn_input('subxact survivor', 2));
+END
+$$;
+SELECT eng_txn_start_in_subxact() AS run \gset
+SELECT count(*) AS new_runs, bool_and(id = :run) AS only_the_survivor
+  FROM batchflow.run WHERE id > :before_max;
+SELECT bf_wait(:run, '1 minute');
+
+-- bf_wait on a run started in its own transaction would never return: it
+-- is refused.
+DO $$
+BEGIN
+  PERFORM bf_wait(bf_start('eng_txn_wf', eng_txn_input('never waited for', 1)), '5 seconds');
+EXCEPTION WHEN object_not_in_prerequisite_state THEN
+  RAISE NOTICE 'refused: %', regexp_replace(SQLERRM, '[0-9]+', 'N');
+END
+$$;
+
+-- From a row trigger: one run per inserted row, only if the insert commits.
+CREATE TABLE eng_txn_order (id int PRIMARY KEY, copies int NOT NULL);
+CREATE FUNCTION eng_txn_order_start() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM bf_start('eng_txn_wf', eng_txn_input('order ' || NEW.id, NEW.copies));
+  RETURN NULL;
+END
+$$;
+CREATE TRIGGER eng_txn_order_start AFTER INSERT ON eng_txn_order
+  FOR EACH ROW EXECUTE FUNCTION eng_txn_order_start();
+SELECT max(id) AS before_max FROM batchflow.run \gset
+BEGIN;
+INSERT INTO eng_txn_order VALUES (1, 3), (2, 4);
+SELECT count(*) AS runs_in_txn FROM batchflow.run WHERE id > :before_max;
+ROLLBACK;
+SELECT count(*) AS runs_after_rollback FROM batchflow.run WHERE id > :before_max;
+INSERT INTO eng_txn_order VALUES (3, 2), (4, 5);
+SELECT bf_wait(id, '1 minute') FROM batchflow.run WHERE id > :before_max ORDER BY id;
+SELECT pg_sleep(0.3);
+SELECT tag, count(*) FROM eng_txn_sink GROUP BY tag ORDER BY tag;
+
+DROP TABLE eng_txn_order;
+DROP FUNCTION eng_txn_order_start();
+DROP FUNCTION eng_txn_start_in_subxact();
+DROP FUNCTION eng_txn_start_then_fail(text);
+DROP TABLE eng_txn_sink;
+DELETE FROM batchflow.run
+ WHERE version_id IN (SELECT id FROM batchflow.workflow_version WHERE workflow = 'eng_txn_wf');
+DELETE FROM batchflow.workflow WHERE name = 'eng_txn_wf';
+DROP FUNCTION eng_txn_input(text, int);
