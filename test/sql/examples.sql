@@ -1,0 +1,59 @@
+-- The examples in examples/, each loaded exactly as a user would (psql -f),
+-- run end to end, with the expected counts.  pg_regress feeds this file to
+-- psql on standard input from the top of the source tree, so \i paths are
+-- relative to it.
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS batchflow;
+RESET client_min_messages;
+
+-- 1. Bulk email sender: 100 users, sequential, 10 invalid addresses.
+\i examples/bulk_email.sql
+SELECT count(*) FILTER (WHERE status = 'succeeded') = 90 AS ninety_sent,
+       count(*) FILTER (WHERE status = 'failed') = 10 AS ten_failed,
+       bool_and(status <> 'failed' OR error LIKE '%outbox_recipient_check%') AS failed_on_check
+  FROM batchflow.items WHERE run_id = :run AND loop_id = 'send';
+-- Sequential: each item started after the previous one finished, in index order.
+SELECT bool_and(prev_finished <= started_at) AS one_at_a_time_in_order
+  FROM (SELECT started_at, lag(finished_at) OVER (ORDER BY idx) AS prev_finished
+          FROM batchflow.items WHERE run_id = :run AND loop_id = 'send') s
+ WHERE prev_finished IS NOT NULL;
+SELECT count(*) AS invalid_queued FROM example_email.outbox o
+  JOIN example_email.app_user u ON u.id = o.user_id WHERE u.id % 10 = 7;
+-- Loading it again starts over.
+SET client_min_messages = warning;
+\o /dev/null
+\i examples/bulk_email.sql
+\o
+RESET client_min_messages;
+SELECT status, count(*) FROM batchflow.items WHERE run_id = :run AND loop_id = 'send'
+ GROUP BY status ORDER BY status;
+SELECT count(*) AS queued_after_reload FROM example_email.outbox;
+
+-- 2. Multi-package build: 20 packages, parallel at 4.
+\i examples/package_build.sql
+SELECT l.concurrency, l.sequential, l.total, l.status
+  FROM batchflow.loop l WHERE l.run_id = :run AND l.node_id = 'build';
+SELECT count(*) AS published_artifacts FROM example_build.artifact a
+  JOIN batchflow.items i ON i.run_id = :run AND i.loop_id = 'build'
+                        AND i.output = to_jsonb('published ' || a.file)
+ WHERE a.published;
+
+-- 3. Data migration: 1000 records, parallel at 10, exactly once.
+\i examples/data_migration.sql
+SELECT l.concurrency, l.total, l.status FROM batchflow.loop l
+ WHERE l.run_id = :run AND l.node_id = 'migrate';
+SELECT count(*) AS failed_attempts FROM batchflow.item_error WHERE run_id = :run;
+SELECT count(*) AS migrated_items
+  FROM batchflow.items i JOIN example_migration.customer c ON c.id = (i.output)::int
+ WHERE i.run_id = :run AND i.loop_id = 'migrate' AND i.status = 'succeeded';
+
+-- Clean up.
+SET client_min_messages = warning;
+DROP SCHEMA example_email, example_build, example_migration CASCADE;
+RESET client_min_messages;
+DELETE FROM batchflow.run
+ WHERE version_id IN (SELECT id FROM batchflow.workflow_version
+                       WHERE workflow IN ('example_bulk_email', 'example_package_build',
+                                          'example_data_migration'));
+DELETE FROM batchflow.workflow
+ WHERE name IN ('example_bulk_email', 'example_package_build', 'example_data_migration');
