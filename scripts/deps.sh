@@ -9,6 +9,7 @@ PACKAGES=(
 	postgresql-15
 	postgresql-server-dev-15
 	postgresql-15-pgtap
+	libtap-parser-sourcehandler-pgtap-perl
 	postgresql-15-cron
 	libcurl4-openssl-dev
 	libipc-run-perl

@@ -172,6 +172,26 @@ SELECT l.run_id,
                 OFFSET 0) c
   ) k;
 COMMENT ON VIEW batchflow._progress_all IS 'Internal: progress of every loop of every run, without the visibility filter';
+COMMENT ON COLUMN batchflow._progress_all.run_id IS 'Run id';
+COMMENT ON COLUMN batchflow._progress_all.loop_ref IS 'The loop (batchflow.loop.id)';
+COMMENT ON COLUMN batchflow._progress_all.loop_id IS 'Node id of the loop or top-level activity';
+COMMENT ON COLUMN batchflow._progress_all.kind IS 'loop, or activity (a top-level activity, run as a one-item loop)';
+COMMENT ON COLUMN batchflow._progress_all.node_index IS 'Position of the node among the workflow''s top-level nodes';
+COMMENT ON COLUMN batchflow._progress_all.status IS 'running, succeeded, failed or cancelled';
+COMMENT ON COLUMN batchflow._progress_all.total IS 'Number of items';
+COMMENT ON COLUMN batchflow._progress_all.completed IS 'Items succeeded';
+COMMENT ON COLUMN batchflow._progress_all.failed IS 'Items failed (after their retries)';
+COMMENT ON COLUMN batchflow._progress_all.skipped IS 'Items skipped (fail-fast or cancel)';
+COMMENT ON COLUMN batchflow._progress_all.active IS 'Items executing right now';
+COMMENT ON COLUMN batchflow._progress_all.percent IS 'Items ended (succeeded, failed or skipped) per 100 items';
+COMMENT ON COLUMN batchflow._progress_all.items_per_sec IS 'Running: items ended per second over the last 10 seconds; finished: over the loop''s lifetime';
+COMMENT ON COLUMN batchflow._progress_all.elapsed IS 'Time since the loop started, or its duration once finished';
+COMMENT ON COLUMN batchflow._progress_all.eta IS 'Estimated time to finish at the recent rate; 0 once finished; NULL while unknown';
+COMMENT ON COLUMN batchflow._progress_all.started_at IS 'When the run reached this node';
+COMMENT ON COLUMN batchflow._progress_all.finished_at IS 'When the loop closed';
+COMMENT ON COLUMN batchflow._progress_all.last_progress_at IS 'Last time an item of the loop ended (as far as is known), or its start';
+COMMENT ON COLUMN batchflow._progress_all.exact IS 'True when the counts were taken from batchflow.item rather than from the batched counters';
+COMMENT ON COLUMN batchflow._progress_all.owner IS 'OID of the role that started the run; the user views filter on it';
 
 -- Status changes -----------------------------------------------------------------
 
@@ -582,6 +602,13 @@ COMMENT ON COLUMN batchflow.loop_stats.max_ms IS 'Longest item duration, ms';
 COMMENT ON COLUMN batchflow.loop_stats.mean_ms IS 'Mean item duration, ms';
 COMMENT ON COLUMN batchflow.loop_stats.recent_items_per_sec IS 'Items per second over the last 10 seconds (running) or the lifetime (finished)';
 COMMENT ON COLUMN batchflow.loop_stats.avg_items_per_sec IS 'Items ended per second since the loop started';
+COMMENT ON COLUMN batchflow.loop_stats.run_id IS 'Run id';
+COMMENT ON COLUMN batchflow.loop_stats.loop_id IS 'Node id of the loop or top-level activity';
+COMMENT ON COLUMN batchflow.loop_stats.kind IS 'loop, or activity (a top-level activity, run as a one-item loop)';
+COMMENT ON COLUMN batchflow.loop_stats.status IS 'running, succeeded, failed or cancelled';
+COMMENT ON COLUMN batchflow.loop_stats.total IS 'Number of items';
+COMMENT ON COLUMN batchflow.loop_stats.completed IS 'Items succeeded';
+COMMENT ON COLUMN batchflow.loop_stats.failed IS 'Items failed (after their retries)';
 
 /*
  * Running loops that look stuck or slow:
@@ -590,6 +617,9 @@ COMMENT ON COLUMN batchflow.loop_stats.avg_items_per_sec IS 'Items ended per sec
  *              batchflow.slow_item_factor (default 10) times the loop's p95
  *              item duration, and for more than a second
  * Both settings can be changed per session with SET.
+COMMENT ON COLUMN batchflow.loop_stats.elapsed IS 'Time since the loop started, or its duration once finished';
+COMMENT ON COLUMN batchflow.loop_stats.started_at IS 'When the run reached this node';
+COMMENT ON COLUMN batchflow.loop_stats.finished_at IS 'When the loop closed';
  */
 CREATE VIEW batchflow.stuck_runs AS
 SELECT s.run_id, s.workflow, s.loop_id, s.status, s.total, s.done, s.active,
@@ -632,5 +662,11 @@ COMMENT ON COLUMN batchflow.stuck_runs.longest_item_for IS 'How long it has been
 COMMENT ON COLUMN batchflow.stuck_runs.p95_ms IS '95th percentile of the loop''s item durations, ms (computed when an item runs over a second)';
 COMMENT ON COLUMN batchflow.stuck_runs.reason IS 'stalled, or slow item';
 
+COMMENT ON COLUMN batchflow.stuck_runs.run_id IS 'Run id';
+COMMENT ON COLUMN batchflow.stuck_runs.workflow IS 'Workflow name';
+COMMENT ON COLUMN batchflow.stuck_runs.loop_id IS 'Node id of the open loop or top-level activity';
+COMMENT ON COLUMN batchflow.stuck_runs.status IS 'The loop''s status (running, or failed/cancelled while its last items end)';
+COMMENT ON COLUMN batchflow.stuck_runs.total IS 'Number of items';
+COMMENT ON COLUMN batchflow.stuck_runs.active IS 'Items executing right now';
 GRANT SELECT ON batchflow.progress, batchflow.dashboard, batchflow.loop_stats,
     batchflow.stuck_runs TO PUBLIC;
