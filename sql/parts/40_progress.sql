@@ -422,27 +422,35 @@ $$;
 COMMENT ON FUNCTION batchflow._progress(bigint) IS 'Internal: the rows of bf_progress, without the ownership check';
 
 -- A jsonb value cut to at most max_bytes of text: the value itself if it fits,
--- otherwise a JSON string holding the start of its text and an ellipsis.
+-- otherwise a JSON string holding the longest start of its text that fits,
+-- followed by an ellipsis.  The cut is made on characters, never inside one,
+-- and the length is found by bisection because escaping (\" \\ \n) and
+-- multibyte characters make bytes and characters differ.
 CREATE FUNCTION batchflow.truncate_jsonb(value jsonb, max_bytes int DEFAULT 1024) RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE STRICT AS $$
 DECLARE
     t text := value::text;
-    n int;
-    s jsonb;
+    lo int := 0;
+    hi int;
+    mid int;
 BEGIN
     IF octet_length(t) <= max_bytes THEN
         RETURN value;
     END IF;
-    n := max_bytes;
-    LOOP
-        s := to_jsonb(left(t, greatest(n, 0)) || '…');
-        EXIT WHEN octet_length(s::text) <= max_bytes OR n <= 0;
-        n := n - greatest(1, octet_length(s::text) - max_bytes);
+    -- Every character takes at least one byte: no more than max_bytes fit.
+    hi := least(length(t), greatest(max_bytes, 0));
+    WHILE lo < hi LOOP
+        mid := (lo + hi + 1) / 2;
+        IF octet_length(to_jsonb(left(t, mid) || '…')::text) <= max_bytes THEN
+            lo := mid;
+        ELSE
+            hi := mid - 1;
+        END IF;
     END LOOP;
-    RETURN s;
+    RETURN to_jsonb(left(t, lo) || '…');
 END;
 $$;
-COMMENT ON FUNCTION batchflow.truncate_jsonb(jsonb, int) IS 'The value if its text fits in max_bytes, else a JSON string with the start of its text and "…"';
+COMMENT ON FUNCTION batchflow.truncate_jsonb(jsonb, int) IS 'The value if its text fits in max_bytes, else a JSON string with the longest start of its text that fits, and "…"';
 
 CREATE FUNCTION batchflow._report(p_run bigint)
     RETURNS TABLE (loop_id text, idx int, item jsonb, attempts int, error text)
@@ -594,6 +602,13 @@ SELECT p.run_id, p.loop_id, p.kind, p.status, p.total, p.completed, p.failed,
                    AND i.started_at IS NOT NULL) s) d
  WHERE batchflow.visible(p.owner);
 COMMENT ON VIEW batchflow.loop_stats IS 'Per loop of the runs you may see: item duration percentiles (ms) and throughput; filter by run_id';
+COMMENT ON COLUMN batchflow.loop_stats.run_id IS 'Run id';
+COMMENT ON COLUMN batchflow.loop_stats.loop_id IS 'Node id of the loop or top-level activity';
+COMMENT ON COLUMN batchflow.loop_stats.kind IS 'loop, or activity (a top-level activity, run as a one-item loop)';
+COMMENT ON COLUMN batchflow.loop_stats.status IS 'running, succeeded, failed or cancelled';
+COMMENT ON COLUMN batchflow.loop_stats.total IS 'Number of items';
+COMMENT ON COLUMN batchflow.loop_stats.completed IS 'Items succeeded';
+COMMENT ON COLUMN batchflow.loop_stats.failed IS 'Items failed (after their retries)';
 COMMENT ON COLUMN batchflow.loop_stats.timed_items IS 'Items that ended with a start and finish time';
 COMMENT ON COLUMN batchflow.loop_stats.p50_ms IS 'Median item duration, ms';
 COMMENT ON COLUMN batchflow.loop_stats.p95_ms IS '95th percentile of item duration, ms';
@@ -602,13 +617,9 @@ COMMENT ON COLUMN batchflow.loop_stats.max_ms IS 'Longest item duration, ms';
 COMMENT ON COLUMN batchflow.loop_stats.mean_ms IS 'Mean item duration, ms';
 COMMENT ON COLUMN batchflow.loop_stats.recent_items_per_sec IS 'Items per second over the last 10 seconds (running) or the lifetime (finished)';
 COMMENT ON COLUMN batchflow.loop_stats.avg_items_per_sec IS 'Items ended per second since the loop started';
-COMMENT ON COLUMN batchflow.loop_stats.run_id IS 'Run id';
-COMMENT ON COLUMN batchflow.loop_stats.loop_id IS 'Node id of the loop or top-level activity';
-COMMENT ON COLUMN batchflow.loop_stats.kind IS 'loop, or activity (a top-level activity, run as a one-item loop)';
-COMMENT ON COLUMN batchflow.loop_stats.status IS 'running, succeeded, failed or cancelled';
-COMMENT ON COLUMN batchflow.loop_stats.total IS 'Number of items';
-COMMENT ON COLUMN batchflow.loop_stats.completed IS 'Items succeeded';
-COMMENT ON COLUMN batchflow.loop_stats.failed IS 'Items failed (after their retries)';
+COMMENT ON COLUMN batchflow.loop_stats.elapsed IS 'Time since the loop started, or its duration once finished';
+COMMENT ON COLUMN batchflow.loop_stats.started_at IS 'When the run reached this node';
+COMMENT ON COLUMN batchflow.loop_stats.finished_at IS 'When the loop closed';
 
 /*
  * Running loops that look stuck or slow:
@@ -617,9 +628,6 @@ COMMENT ON COLUMN batchflow.loop_stats.failed IS 'Items failed (after their retr
  *              batchflow.slow_item_factor (default 10) times the loop's p95
  *              item duration, and for more than a second
  * Both settings can be changed per session with SET.
-COMMENT ON COLUMN batchflow.loop_stats.elapsed IS 'Time since the loop started, or its duration once finished';
-COMMENT ON COLUMN batchflow.loop_stats.started_at IS 'When the run reached this node';
-COMMENT ON COLUMN batchflow.loop_stats.finished_at IS 'When the loop closed';
  */
 CREATE VIEW batchflow.stuck_runs AS
 SELECT s.run_id, s.workflow, s.loop_id, s.status, s.total, s.done, s.active,
@@ -654,6 +662,12 @@ SELECT s.run_id, s.workflow, s.loop_id, s.status, s.total, s.done, s.active,
     OR (s.p95_ms IS NOT NULL
         AND extract(epoch FROM s.longest_item_for) * 1000 > s.slow_factor * s.p95_ms);
 COMMENT ON VIEW batchflow.stuck_runs IS 'Open loops of running runs you may see that are stalled or have an unusually slow item';
+COMMENT ON COLUMN batchflow.stuck_runs.run_id IS 'Run id';
+COMMENT ON COLUMN batchflow.stuck_runs.workflow IS 'Workflow name';
+COMMENT ON COLUMN batchflow.stuck_runs.loop_id IS 'Node id of the open loop or top-level activity';
+COMMENT ON COLUMN batchflow.stuck_runs.status IS 'The loop''s status (running, or failed/cancelled while its last items end)';
+COMMENT ON COLUMN batchflow.stuck_runs.total IS 'Number of items';
+COMMENT ON COLUMN batchflow.stuck_runs.active IS 'Items executing right now';
 COMMENT ON COLUMN batchflow.stuck_runs.done IS 'Items ended so far';
 COMMENT ON COLUMN batchflow.stuck_runs.last_progress_at IS 'Last time an item ended (as far as is known), or the loop''s start';
 COMMENT ON COLUMN batchflow.stuck_runs.idle_for IS 'Time since last_progress_at';
@@ -662,11 +676,5 @@ COMMENT ON COLUMN batchflow.stuck_runs.longest_item_for IS 'How long it has been
 COMMENT ON COLUMN batchflow.stuck_runs.p95_ms IS '95th percentile of the loop''s item durations, ms (computed when an item runs over a second)';
 COMMENT ON COLUMN batchflow.stuck_runs.reason IS 'stalled, or slow item';
 
-COMMENT ON COLUMN batchflow.stuck_runs.run_id IS 'Run id';
-COMMENT ON COLUMN batchflow.stuck_runs.workflow IS 'Workflow name';
-COMMENT ON COLUMN batchflow.stuck_runs.loop_id IS 'Node id of the open loop or top-level activity';
-COMMENT ON COLUMN batchflow.stuck_runs.status IS 'The loop''s status (running, or failed/cancelled while its last items end)';
-COMMENT ON COLUMN batchflow.stuck_runs.total IS 'Number of items';
-COMMENT ON COLUMN batchflow.stuck_runs.active IS 'Items executing right now';
 GRANT SELECT ON batchflow.progress, batchflow.dashboard, batchflow.loop_stats,
     batchflow.stuck_runs TO PUBLIC;
