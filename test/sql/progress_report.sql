@@ -34,7 +34,7 @@ SELECT bf_register('progress_report_retry', $j${"nodes": [
    "inputSource": {"variable": "things"},
    "errorStrategy": "retry", "maxRetries": 2, "retryDelayMs": 10,
    "children": [{"id": "positive", "type": "activity", "activity": "sql",
-                 "sql": "SELECT CASE WHEN jsonb_typeof($1) = 'object' OR ($1)::int < 0 THEN (1 / 0)::text ELSE 'ok' END"}]},
+                 "sql": "SELECT CASE WHEN jsonb_typeof($1) = 'object' OR ($1)::int < 0 THEN (1 / ($2 * 0))::text ELSE 'ok' END"}]},
   {"id": "after", "type": "loop", "loopType": "sequential",
    "inputSource": {"static": [1, 2]},
    "children": [{"id": "noop", "type": "activity", "activity": "sql", "sql": "SELECT $1"}]}]}$j$) > 0 AS registered;
