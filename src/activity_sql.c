@@ -2,7 +2,8 @@
  *
  * activity_sql.c
  *	  Executing one attempt of an item: its children in order, each SQL
- *	  statement run with SPI as the role that started the run.
+ *	  statement run with SPI as the role that started the run, in a
+ *	  security-restricted operation (see bf_become_run_owner in security.c).
  *
  *	  The attempt runs in a subtransaction of the item's transaction, so a
  *	  failing child rolls back every child's effects and nothing else: the
@@ -32,6 +33,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
+#include "utils/syscache.h"
 #include "utils/timeout.h"
 
 #include "batchflow.h"
@@ -232,9 +234,14 @@ bf_execute_item(BfClaim *claim, BfItemResult *result)
 	memset(result, 0, sizeof(*result));
 	result->output_isnull = true;
 
-	if (!loop->owner_exists)
+	/*
+	 * Never run as anyone else: a role dropped since bf_start fails the
+	 * whole run (result->fatal), whatever the loop's error strategy.
+	 */
+	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(loop->owner)))
 	{
 		result->ok = false;
+		result->fatal = true;
 		result->error = psprintf("role with OID %u that started run " INT64_FORMAT " no longer exists",
 								 loop->owner, loop->run_id);
 		result->sqlstate = pstrdup("42704");
@@ -246,16 +253,11 @@ bf_execute_item(BfClaim *claim, BfItemResult *result)
 
 	PG_TRY();
 	{
-		Oid			save_userid;
-		int			save_sec_context;
-		int			save_nestlevel;
+		BfSavedUser saved;
 		Datum		prev = (Datum) 0;
 		bool		prev_isnull = true;
 
-		GetUserIdAndSecContext(&save_userid, &save_sec_context);
-		SetUserIdAndSecContext(loop->owner,
-							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-		save_nestlevel = NewGUCNestLevel();
+		bf_become_run_owner(loop->owner, loop->run_id, &saved);
 
 		for (int i = 0; i < loop->nchildren; i++)
 		{
@@ -271,8 +273,7 @@ bf_execute_item(BfClaim *claim, BfItemResult *result)
 			prev = bf_run_child(claim, child, prev, prev_isnull, &prev_isnull);
 		}
 
-		AtEOXact_GUC(false, save_nestlevel);
-		SetUserIdAndSecContext(save_userid, save_sec_context);
+		bf_restore_after_activity(&saved);
 
 		/* Keep the output beyond the subtransaction. */
 		MemoryContextSwitchTo(oldcxt);

@@ -39,7 +39,8 @@ PG_FUNCTION_INFO_V1(bf_retry);
 PG_FUNCTION_INFO_V1(bf_sql_wake_on_commit);
 PG_FUNCTION_INFO_V1(bf_sql_run_finished_on_commit);
 
-static Oid	bf_run_owner_checked(int64 run_id, char **status, bool *started_here);
+static Oid	bf_run_owner_checked(int64 run_id, Oid caller, char **status,
+								 bool *started_here);
 static char *bf_run_status(int64 run_id);
 static bool bf_status_is_final(const char *status);
 
@@ -53,11 +54,12 @@ bf_status_is_final(const char *status)
 }
 
 /*
- * Look up a run's owner and status, and refuse if it does not exist or the
- * current user may not act on it.  Must be called inside SPI.
+ * Look up a run's owner and status, and refuse if it does not exist or
+ * "caller" may not act on it.  Must be called inside SPI, as the extension
+ * owner: the check is made for the caller, not for the current user.
  */
 static Oid
-bf_run_owner_checked(int64 run_id, char **status, bool *started_here)
+bf_run_owner_checked(int64 run_id, Oid caller, char **status, bool *started_here)
 {
 	Datum		arg = Int64GetDatum(run_id);
 	Oid			argtype = INT8OID;
@@ -80,12 +82,7 @@ bf_run_owner_checked(int64 run_id, char **status, bool *started_here)
 		*started_here = TransactionIdIsCurrentTransactionId(
 			DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[0],
 												SPI_tuptable->tupdesc, 3, &isnull)));
-	if (!bf_can_manage(owner))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for run " INT64_FORMAT, run_id),
-				 errdetail("The run was started by another role."),
-				 errhint("Only the role that started a run, its members, superusers and members of batchflow_admin may act on it.")));
+	bf_check_run_access(run_id, owner, caller);
 	return owner;
 }
 
@@ -242,7 +239,7 @@ bf_wait(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	bf_become_admin(&saved);
-	bf_run_owner_checked(run_id, NULL, &started_here);
+	bf_run_owner_checked(run_id, saved.userid, NULL, &started_here);
 	if (started_here)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -304,7 +301,7 @@ bf_cancel(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	bf_become_admin(&saved);
-	bf_run_owner_checked(run_id, &status, NULL);
+	bf_run_owner_checked(run_id, saved.userid, &status, NULL);
 	if (bf_status_is_final(status))
 	{
 		bf_restore_user(&saved);
@@ -358,7 +355,7 @@ bf_retry(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	bf_become_admin(&saved);
-	bf_run_owner_checked(run_id, &status, NULL);
+	bf_run_owner_checked(run_id, saved.userid, &status, NULL);
 	if (!bf_status_is_final(status))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -29,6 +29,9 @@
 #define BF_DEFAULT_POLL_MS			1000
 #define BF_DEFAULT_BATCH_MS			2
 #define BF_MAX_BATCH_ITEMS			100
+#define BF_DEFAULT_MAX_ITEMS_PER_RUN	10000000
+#define BF_DEFAULT_MAX_ITEM_KB		(16 * 1024)
+#define BF_MAX_MAX_ITEM_KB			(256 * 1024 - 1)	/* jsonb's own limit */
 
 /* GUC variables (batchflow.c) */
 extern char *bf_database_name;
@@ -149,6 +152,7 @@ typedef struct BfItemResult
 	char	   *error;			/* when !ok */
 	char	   *sqlstate;
 	char	   *failed_child;
+	bool		fatal;			/* fail the loop at once, whatever its strategy */
 } BfItemResult;
 
 extern void bf_execute_item(BfClaim *claim, BfItemResult *result);
@@ -177,17 +181,29 @@ extern void bf_progress_flush(void);
 /* history.c: the launcher rebuilds progress counters and prunes history */
 extern void bf_progress_sweep(void);
 
-/* security.c: switching to the extension owner for bookkeeping */
+/*
+ * security.c: switching to the extension owner for bookkeeping, to a run's
+ * owner for activities, and the ownership checks on runs.
+ */
 typedef struct BfSavedUser
 {
 	Oid			userid;
 	int			sec_context;
+	int			nestlevel;		/* GUC nest level opened by the switch */
 } BfSavedUser;
 
+extern int	bf_max_items_per_run;
+extern int	bf_max_item_kb;
+extern void bf_limits_define_gucs(void);
 extern Oid	bf_admin_role(void);
+extern bool bf_role_can_manage(Oid role, Oid owner);
 extern bool bf_can_manage(Oid owner);
+extern void bf_check_run_access(int64 run_id, Oid owner, Oid role);
 extern void bf_become_admin(BfSavedUser *saved);
 extern void bf_restore_user(const BfSavedUser *saved);
+extern void bf_worker_pin_search_path(void);
+extern void bf_become_run_owner(Oid owner, int64 run_id, BfSavedUser *saved);
+extern void bf_restore_after_activity(const BfSavedUser *saved);
 
 /*
  * definition.c: parsing and validating workflow definitions.

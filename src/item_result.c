@@ -11,6 +11,8 @@
  *	                 retryDelayMs * 2^(attempt-1) from now
  *	               otherwise: item failed; under fail-fast the loop is
  *	                 marked failed at once, so no new item of it starts
+ *	             a fatal failure (the run's owner was dropped) skips the
+ *	             retries and fails the loop under every strategy
  *
  * IDENTIFICATION
  *	  src/item_result.c
@@ -148,7 +150,7 @@ bf_record_result(BfClaim *claim, BfItemResult *result)
 	}
 
 	args[3] = CStringGetTextDatum(result->error);
-	if (loop->strategy == BF_RETRY && attempt <= loop->max_retries)
+	if (loop->strategy == BF_RETRY && attempt <= loop->max_retries && !result->fatal)
 	{
 		/* Exponential backoff: delay * 2^(attempt-1), capped at an hour. */
 		double		delay = (double) loop->retry_delay_ms;
@@ -161,7 +163,7 @@ bf_record_result(BfClaim *claim, BfItemResult *result)
 	}
 
 	bf_run_plan(failed_plan, args, nulls, SPI_OK_UPDATE);
-	if (loop->strategy == BF_FAIL_FAST || loop->is_activity)
+	if (loop->strategy == BF_FAIL_FAST || loop->is_activity || result->fatal)
 	{
 		Datum		largs[2];
 

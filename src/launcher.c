@@ -214,6 +214,7 @@ bf_launcher_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 
 	BackgroundWorkerInitializeConnection(bf_database_name, NULL, 0);
+	bf_worker_pin_search_path();
 	pgstat_report_appname("batchflow launcher");
 
 	BfState->launcher_pid = MyProcPid;

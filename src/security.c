@@ -8,8 +8,15 @@
  *	  owner of what they create, then switch to the owner of the batchflow
  *	  schema (the role that created the extension) only for the writes to
  *	  batchflow's own tables, much like a SECURITY DEFINER function but
- *	  without losing who the caller was.  An error aborts the transaction,
- *	  which restores the caller's identity.
+ *	  without losing who the caller was.  While switched, search_path is
+ *	  pinned to pg_catalog, pg_temp so that no function or operator of the
+ *	  caller's schemas can run with the owner's rights.  An error aborts the
+ *	  (sub)transaction, which restores the caller's identity and settings.
+ *
+ *	  Background workers connect as the bootstrap superuser.  Their own
+ *	  bookkeeping runs with the same pinned search_path; activities run as
+ *	  the run's owner in a security-restricted operation with the
+ *	  database's default search_path (see bf_become_run_owner).
  *
  * IDENTIFICATION
  *	  src/security.c
@@ -22,14 +29,54 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_namespace.h"
+#include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
 #include "utils/syscache.h"
 
 #include "batchflow.h"
 
+PG_FUNCTION_INFO_V1(bf_sql_visible);
+
 /* Name of the role whose members see and control every run. */
 #define BF_ADMIN_ROLE_NAME "batchflow_admin"
+
+/* The search_path of every statement run with the extension owner's rights. */
+#define BF_SAFE_SEARCH_PATH "pg_catalog, pg_temp"
+
+/* batchflow.max_items_per_run and batchflow.max_item_size (kB) */
+int			bf_max_items_per_run = BF_DEFAULT_MAX_ITEMS_PER_RUN;
+int			bf_max_item_kb = BF_DEFAULT_MAX_ITEM_KB;
+
+/* A worker's search_path before bf_worker_pin_search_path, for activities. */
+static char *bf_default_search_path = NULL;
+
+static void bf_pin_search_path(void);
+
+/*
+ * The limits on what a run may hold.  Superuser-only, so that a role cannot
+ * raise its own limits; batchflow._advance reads them when it reaches a loop.
+ */
+void
+bf_limits_define_gucs(void)
+{
+	DefineCustomIntVariable("batchflow.max_items_per_run",
+							"Largest number of items one run may create, over all its loops.",
+							"Checked when a loop is reached and its input array is resolved.",
+							&bf_max_items_per_run,
+							BF_DEFAULT_MAX_ITEMS_PER_RUN, 1, INT_MAX,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("batchflow.max_item_size",
+							"Largest single item a loop accepts.",
+							"Measured as the item's jsonb size; every item is passed to each activity as a parameter.",
+							&bf_max_item_kb,
+							BF_DEFAULT_MAX_ITEM_KB, 1, BF_MAX_MAX_ITEM_KB,
+							PGC_SUSET, GUC_UNIT_KB,
+							NULL, NULL, NULL);
+}
 
 /* The owner of schema batchflow: the role batchflow's bookkeeping runs as. */
 Oid
@@ -48,38 +95,141 @@ bf_admin_role(void)
 }
 
 /*
- * May the current user see and control objects owned by "owner"?  Yes for
- * the owner itself and roles that have its privileges, for superusers, and
- * for members of batchflow_admin.  A dropped owner is managed by admins only.
+ * May "role" see and control objects owned by "owner"?  Yes for the owner
+ * itself and roles that have its privileges, for superusers, and for
+ * members of batchflow_admin.  A dropped owner is managed by admins only.
  */
 bool
-bf_can_manage(Oid owner)
+bf_role_can_manage(Oid role, Oid owner)
 {
-	Oid			me = GetUserId();
 	Oid			admin;
 
-	if (superuser())
+	if (superuser_arg(role))
 		return true;
 	if (OidIsValid(owner) &&
 		SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(owner)) &&
-		has_privs_of_role(me, owner))
+		has_privs_of_role(role, owner))
 		return true;
 	admin = get_role_oid(BF_ADMIN_ROLE_NAME, true);
-	return OidIsValid(admin) && has_privs_of_role(me, admin);
+	return OidIsValid(admin) && has_privs_of_role(role, admin);
 }
 
-/* Switch to the bookkeeping role; the caller's identity is saved in *saved. */
+/* May the current user see and control objects owned by "owner"? */
+bool
+bf_can_manage(Oid owner)
+{
+	return bf_role_can_manage(GetUserId(), owner);
+}
+
+/*
+ * Refuse, with SQLSTATE 42501, to let "role" act on run "run_id" owned by
+ * "owner".  The helper every bf_* function that takes a run id calls.
+ */
+void
+bf_check_run_access(int64 run_id, Oid owner, Oid role)
+{
+	if (!bf_role_can_manage(role, owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for run " INT64_FORMAT, run_id),
+				 errdetail("The run was started by another role."),
+				 errhint("Only the role that started a run, roles that have its privileges, superusers and members of batchflow_admin may see or act on it.")));
+}
+
+/* Set search_path to BF_SAFE_SEARCH_PATH at the current GUC nest level. */
+static void
+bf_pin_search_path(void)
+{
+	(void) set_config_option("search_path", BF_SAFE_SEARCH_PATH,
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+}
+
+/*
+ * Switch to the bookkeeping role with a pinned search_path; the caller's
+ * identity and settings are saved in *saved.
+ */
 void
 bf_become_admin(BfSavedUser *saved)
 {
 	GetUserIdAndSecContext(&saved->userid, &saved->sec_context);
 	SetUserIdAndSecContext(bf_admin_role(),
 						   saved->sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	saved->nestlevel = NewGUCNestLevel();
+	bf_pin_search_path();
 }
 
-/* Switch back to the identity saved by bf_become_admin. */
+/* Switch back to the identity and settings saved by bf_become_admin. */
 void
 bf_restore_user(const BfSavedUser *saved)
 {
+	AtEOXact_GUC(true, saved->nestlevel);
 	SetUserIdAndSecContext(saved->userid, saved->sec_context);
+}
+
+/*
+ * For a background worker, once connected: remember the database's default
+ * search_path for activities, then pin the worker's own to a safe one, so
+ * that its bookkeeping, run as a superuser, never resolves a name in a
+ * schema an ordinary role can create objects in.
+ */
+void
+bf_worker_pin_search_path(void)
+{
+	bf_default_search_path = MemoryContextStrdup(TopMemoryContext,
+												 GetConfigOption("search_path", false, false));
+	SetConfigOption("search_path", BF_SAFE_SEARCH_PATH, PGC_SUSET, PGC_S_SESSION);
+}
+
+/*
+ * Switch a worker to the run's owner for an activity: the owner's rights,
+ * in a security-restricted operation (no temporary objects, cursors WITH
+ * HOLD or role changes that could outlive the item in this shared session
+ * and be met by another role's items), with the database's default
+ * search_path, at a new GUC nest level so that every SET the activity makes
+ * is undone.  The caller's identity is saved in *saved; undo with
+ * bf_restore_after_activity.  Refuses an owner that no longer exists.
+ */
+void
+bf_become_run_owner(Oid owner, int64 run_id, BfSavedUser *saved)
+{
+	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(owner)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("role with OID %u that started run " INT64_FORMAT " no longer exists",
+						owner, run_id),
+				 errdetail("Activities run only as the role that started the run."),
+				 errhint("Start the workflow again as an existing role.")));
+
+	GetUserIdAndSecContext(&saved->userid, &saved->sec_context);
+	SetUserIdAndSecContext(owner, saved->sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	saved->nestlevel = NewGUCNestLevel();
+	if (bf_default_search_path != NULL)
+		(void) set_config_option("search_path", bf_default_search_path,
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+								 true, 0, false);
+}
+
+/*
+ * Switch back from bf_become_run_owner: every setting the activity changed,
+ * SET or SET LOCAL, is undone, then the worker's identity is restored.
+ */
+void
+bf_restore_after_activity(const BfSavedUser *saved)
+{
+	AtEOXact_GUC(false, saved->nestlevel);
+	SetUserIdAndSecContext(saved->userid, saved->sec_context);
+}
+
+/*
+ * batchflow.visible(owner oid) returns boolean: may the current user see
+ * objects owned by "owner"?  Used by the row-level security policies and
+ * the views.
+ */
+Datum
+bf_sql_visible(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(bf_can_manage(PG_GETARG_OID(0)));
 }

@@ -228,6 +228,7 @@ bf_worker_main(Datum main_arg)
 
 	bf_worker_attach(DatumGetInt32(main_arg));
 	BackgroundWorkerInitializeConnection(bf_database_name, NULL, 0);
+	bf_worker_pin_search_path();
 	pgstat_report_appname("batchflow worker");
 
 	worker_cxt = AllocSetContextCreate(TopMemoryContext, "batchflow worker",

@@ -56,6 +56,12 @@ DECLARE
     v_lid      bigint;
     v_existing record;
     v_reached  timestamptz;
+    v_limit    bigint;
+    v_total    bigint;
+    v_big      record;
+    v_msg      text;
+    v_detail   text;
+    v_hint     text;
 BEGIN
     SELECT run.*, v.definition INTO r
       FROM batchflow.run JOIN batchflow.workflow_version v ON v.id = run.version_id
@@ -128,6 +134,53 @@ BEGIN
         END IF;
 
         n := jsonb_array_length(v_arr);
+
+        /*
+         * The limits: batchflow.max_items_per_run over all the run's loops,
+         * batchflow.max_item_size for each item (only looked for when the
+         * whole array is larger than the limit).  Reached by bf_start
+         * (p_from = 0), a limit is an error of bf_start and nothing is
+         * created; reached later by a worker, it fails the run.
+         */
+        v_msg := NULL;
+        v_limit := coalesce(nullif(current_setting('batchflow.max_items_per_run', true), '')::bigint,
+                            10000000);
+        v_total := n + (SELECT coalesce(sum(l.total), 0) FROM batchflow.loop l WHERE l.run_id = p_run);
+        IF v_total > v_limit THEN
+            v_msg := format('too many items for one run: node "%s" would bring the run to %s items',
+                            v_node ->> 'id', v_total);
+            v_detail := format('inputSource %s has %s items; the limit batchflow.max_items_per_run is %s items per run.',
+                               v_srcname, n, v_limit);
+            v_hint := 'Split the input over several runs, or have a superuser raise batchflow.max_items_per_run.';
+        ELSE
+            v_limit := pg_size_bytes(coalesce(nullif(current_setting('batchflow.max_item_size', true), ''),
+                                              '16MB'));
+            IF pg_column_size(v_arr) > v_limit THEN
+                SELECT (e.ord - 1)::int AS idx, pg_column_size(e.value) AS size INTO v_big
+                  FROM jsonb_array_elements(v_arr) WITH ORDINALITY AS e(value, ord)
+                 WHERE pg_column_size(e.value) > v_limit
+                 LIMIT 1;
+                IF FOUND THEN
+                    v_msg := format('item %s of node "%s" is too large', v_big.idx, v_node ->> 'id');
+                    v_detail := format('The item from inputSource %s takes %s bytes; the limit batchflow.max_item_size is %s.',
+                                       v_srcname, v_big.size, pg_size_pretty(v_limit));
+                    v_hint := 'Pass large data by reference (a key or a URL) instead of inside the item, or have a superuser raise batchflow.max_item_size.';
+                END IF;
+            END IF;
+        END IF;
+        IF v_msg IS NOT NULL THEN
+            IF p_from = 0 THEN
+                RAISE EXCEPTION '%', v_msg
+                    USING ERRCODE = 'program_limit_exceeded', DETAIL = v_detail, HINT = v_hint;
+            END IF;
+            UPDATE batchflow.run
+               SET status = 'failed', finished_at = clock_timestamp(), current_node = k,
+                   error = format('%s: %s %s', v_msg, v_detail, v_hint)
+             WHERE id = p_run;
+            PERFORM batchflow._run_finished_on_commit();
+            RETURN;
+        END IF;
+
         -- Not now(): the previous node ended earlier in this transaction.
         v_reached := clock_timestamp();
         v_strategy := coalesce(v_node ->> 'errorStrategy', 'fail-fast');
