@@ -76,6 +76,7 @@ static int32 txn_items = 0;
 static BfCount txn_delta[BF_PENDING_LOOPS];
 static bool txn_delta_overflow = false;
 static bool txn_flushed = false;	/* wrote pending + delta to the counters */
+static bool txn_move_begun = false; /* counted in moves_begun at pre-commit */
 static int	txn_nflushed = 0;
 static BfCount txn_flushed_pending[BF_PENDING_LOOPS];
 
@@ -176,6 +177,8 @@ bf_progress_shmem_startup(void)
 	{
 		memset(BfProgress, 0, bf_progress_shmem_size());
 		SpinLockInit(&BfProgress->mutex);
+		pg_atomic_init_u64(&BfProgress->moves_begun, 0);
+		pg_atomic_init_u64(&BfProgress->moves_done, 0);
 		BfProgress->reconcile_all = true;
 		BfProgress->nslots = bf_max_workers;
 		for (int i = 0; i < BfProgress->nslots; i++)
@@ -486,6 +489,23 @@ bf_progress_written_slot(void)
 }
 
 /*
+ * Read moves_done, then moves_begun.  A reader that gets begun == done
+ * before its query, and the same two values after it, knows that no count
+ * moved between shared memory and the tables meanwhile: its snapshot and
+ * its reading of the pending counts agree.
+ */
+void
+bf_progress_moves_read(uint64 *begun, uint64 *done)
+{
+	*begun = *done = 0;
+	if (BfProgress == NULL)
+		return;
+	*done = pg_atomic_read_u64(&BfProgress->moves_done);
+	pg_read_barrier();
+	*begun = pg_atomic_read_u64(&BfProgress->moves_begun);
+}
+
+/*
  * The tracked-loop entry of loop_ref (caller holds BfProgress->mutex).
  * With create, a missing entry takes a free place or evicts the loop that
  * committed least recently.
@@ -593,6 +613,7 @@ static void
 bf_progress_reset_txn(void)
 {
 	txn_active = txn_locked = txn_flushed = txn_delta_overflow = false;
+	txn_move_begun = false;
 	txn_ndelta = txn_nflushed = 0;
 	txn_items = 0;
 }
@@ -606,6 +627,14 @@ bf_progress_xact_callback(XactEvent event, void *arg)
 {
 	switch (event)
 	{
+		case XACT_EVENT_PRE_COMMIT:
+			/* About to move counts from shared memory to the tables. */
+			if ((txn_flushed || discard_at_commit) && BfProgress != NULL)
+			{
+				pg_atomic_fetch_add_u64(&BfProgress->moves_begun, 1);
+				txn_move_begun = true;
+			}
+			break;
 		case XACT_EVENT_COMMIT:
 			if (txn_active && my_pslot != NULL)
 				bf_progress_at_commit();
@@ -615,6 +644,11 @@ bf_progress_xact_callback(XactEvent event, void *arg)
 					bf_progress_discard_pending(NULL, -1);
 				else
 					bf_progress_discard_pending(discard_loops, discard_n);
+			}
+			if (txn_move_begun)
+			{
+				pg_write_barrier();
+				pg_atomic_fetch_add_u64(&BfProgress->moves_done, 1);
 			}
 			bf_progress_reset_txn();
 			discard_at_commit = false;
@@ -626,6 +660,8 @@ bf_progress_xact_callback(XactEvent event, void *arg)
 				my_pslot->unlocked_inflight = false;
 				SpinLockRelease(&my_pslot->mutex);
 			}
+			if (txn_move_begun)
+				pg_atomic_fetch_add_u64(&BfProgress->moves_done, 1);
 			bf_progress_reset_txn();
 			discard_at_commit = false;
 			break;
@@ -686,8 +722,13 @@ bf_progress_discard_pending(const int64 *loops, int n)
 /*
  * The recent rate of loop_ref in items per second, over the last
  * BF_RATE_WINDOW_MS: items done since the oldest sample in the window,
- * divided by the time since.  False when there is no sample, or too short
- * a span behind it.
+ * divided by the time from that sample to the last commit.  Measuring to
+ * the last commit rather than to now keeps the time since the last commit
+ * (up to one item's duration per worker) from biasing the rate low; once
+ * that time exceeds the mean time between items, the loop is slowing down
+ * or stalled, and the end of the span moves with the clock so that the
+ * rate decays.  False when there is no sample, or too short a span behind
+ * it.
  */
 bool
 bf_progress_rate(int64 loop_ref, TimestampTz now, double *rate,
@@ -697,6 +738,7 @@ bf_progress_rate(int64 loop_ref, TimestampTz now, double *rate,
 	BfRateSample base;
 	uint64		done;
 	bool		found = false;
+	TimestampTz last_commit_at = 0;
 	TimestampTz window_start = TimestampTzPlusMilliseconds(now, -BF_RATE_WINDOW_MS);
 
 	*rate = 0;
@@ -719,16 +761,28 @@ bf_progress_rate(int64 loop_ref, TimestampTz now, double *rate,
 			base = t->samples[k];
 		}
 		done = t->done;
-		*last_commit = t->last_commit;
+		last_commit_at = t->last_commit;
 		found = true;
 	}
 	SpinLockRelease(&BfProgress->mutex);
 
+	*last_commit = last_commit_at;
 	if (!found)
 		return false;
 	if (!TimestampDifferenceExceeds(base.at, now, BF_RATE_MIN_SPAN_MS))
 		return false;
-	*rate = (double) (done - base.done) /
-		((double) (now - base.at) / (double) USECS_PER_SEC);
+	if (done > base.done && last_commit_at > base.at)
+	{
+		double		span = (double) (last_commit_at - base.at);
+		double		mean_gap = span / (double) (done - base.done);
+		double		idle = (double) (now - last_commit_at);
+
+		if (idle > mean_gap)
+			span += idle - mean_gap;
+		*rate = (double) (done - base.done) / (span / (double) USECS_PER_SEC);
+	}
+	else
+		*rate = (double) (done - base.done) /
+			((double) (now - base.at) / (double) USECS_PER_SEC);
 	return true;
 }

@@ -102,6 +102,16 @@ typedef struct BfProgressShared
 	bool		uncounted;		/* a worker finished items without counting
 								 * them (batchflow.track_progress off) */
 	bool		reconciling;	/* the launcher is rebuilding counters */
+
+	/*
+	 * Commits that move counts between shared memory and the tables (a
+	 * worker's write of its pending counts, the launcher's rebuild): begun
+	 * at pre-commit, done once shared memory reflects them.  A reader that
+	 * sees begun == done before and after its query knows that its
+	 * snapshot and its reading of shared memory agree.
+	 */
+	pg_atomic_uint64 moves_begun;
+	pg_atomic_uint64 moves_done;
 	int			nslots;
 	BfTrackedLoop loops[BF_TRACKED_LOOPS];
 	BfProgressSlot slots[FLEXIBLE_ARRAY_MEMBER];
@@ -116,5 +126,6 @@ extern void bf_progress_discard_on_commit(int64 *loops, int n);
 extern bool bf_progress_rate(int64 loop_ref, TimestampTz now, double *rate,
 							 TimestampTz *last_commit);
 extern int	bf_progress_written_slot(void);
+extern void bf_progress_moves_read(uint64 *begun, uint64 *done);
 
 #endif							/* BATCHFLOW_PROGRESS_H */

@@ -33,6 +33,9 @@
 
 #include "progress.h"
 
+/* How many times bf_progress re-reads when counts moved during a read. */
+#define BF_READ_ATTEMPTS 20
+
 PG_FUNCTION_INFO_V1(bf_sql_progress_live);
 PG_FUNCTION_INFO_V1(bf_sql_progress_exact);
 PG_FUNCTION_INFO_V1(bf_progress);
@@ -238,9 +241,31 @@ bf_run_srf(FunctionCallInfo fcinfo, const char *sql)
 		elog(ERROR, "SPI_connect failed");
 	bf_check_run(run_id);
 
+	/*
+	 * Counts move from the workers' shared memory to the tables when they
+	 * write them; a query whose snapshot predates such a write but that
+	 * reads shared memory after it would miss them.  Run it again (a few
+	 * times at most) until no write happened during it.
+	 */
 	bf_become_admin(&saved);
-	if (SPI_execute_with_args(sql, 1, &argtype, &arg, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read run " INT64_FORMAT, run_id);
+	for (int attempt = 0;; attempt++)
+	{
+		uint64		begun1,
+					done1,
+					begun2,
+					done2;
+
+		bf_progress_moves_read(&begun1, &done1);
+		if (SPI_execute_with_args(sql, 1, &argtype, &arg, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not read run " INT64_FORMAT, run_id);
+		pg_read_barrier();
+		bf_progress_moves_read(&begun2, &done2);
+		if ((begun1 == done1 && begun2 == begun1 && done2 == done1) ||
+			attempt >= BF_READ_ATTEMPTS - 1)
+			break;
+		SPI_freetuptable(SPI_tuptable);
+		CHECK_FOR_INTERRUPTS();
+	}
 	bf_restore_user(&saved);
 
 	if (SPI_tuptable->tupdesc->natts != natts)
