@@ -18,6 +18,7 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -39,6 +40,8 @@ typedef struct BfLoopCacheEntry
 
 static HTAB *loop_cache = NULL;
 static MemoryContext loop_cache_cxt = NULL;
+/* OID of schema batchflow when the entries were loaded. */
+static Oid	loop_cache_nsp = InvalidOid;
 
 static void bf_loop_cache_init(void);
 static BfLoopInfo *bf_loop_info_load(int64 loop_ref, MemoryContext cxt);
@@ -170,8 +173,30 @@ bf_loop_info(int64 loop_ref)
 	BfLoopCacheEntry *entry;
 	bool		found;
 
+	Oid			nsp = get_namespace_oid("batchflow", true);
+
 	if (loop_cache == NULL)
 		bf_loop_cache_init();
+
+	/*
+	 * Loop ids start again from 1 when the extension is dropped and created
+	 * again: entries of the old schema would describe other loops, of other
+	 * owners.  Start again from empty when the schema changed.
+	 */
+	if (nsp != loop_cache_nsp)
+	{
+		HASH_SEQ_STATUS status;
+		BfLoopCacheEntry *e;
+
+		hash_seq_init(&status, loop_cache);
+		while ((e = hash_seq_search(&status)) != NULL)
+		{
+			hash_seq_term(&status);
+			bf_loop_cache_drop(e);
+			hash_seq_init(&status, loop_cache);
+		}
+		loop_cache_nsp = nsp;
+	}
 
 	entry = hash_search(loop_cache, &loop_ref, HASH_FIND, NULL);
 	if (entry)
