@@ -20,6 +20,7 @@
  */
 #include "postgres.h"
 
+#include "mb/pg_wchar.h"
 #include "nodes/pg_list.h"
 #include "parser/parser.h"
 #include "utils/builtins.h"
@@ -67,7 +68,8 @@ describe(JsonbValue *v)
 			return v->val.boolean ? "true" : "false";
 		case jbvString:
 			{
-				int			len = Min(v->val.string.len, 40);
+				/* At most 40 bytes, never cutting a multibyte character. */
+				int			len = pg_mbcliplen(v->val.string.val, v->val.string.len, 40);
 
 				return psprintf("the string \"%.*s\"%s", len, v->val.string.val,
 								v->val.string.len > len ? "..." : "");
