@@ -226,6 +226,18 @@ bf_run_child(BfClaim *claim, BfChild *child, Datum prev, bool prev_isnull,
 void
 bf_execute_item(BfClaim *claim, BfItemResult *result)
 {
+	bf_execute_children(claim, 0, claim->loop->nchildren, (Datum) 0, true, result);
+}
+
+/*
+ * Execute children first .. stop-1 of the claimed item, all SQL, starting
+ * from prev (the output of child first-1), as bf_execute_item does.  An
+ * HTTP batch (http_batch.c) runs the SQL stretches of mixed items this way.
+ */
+void
+bf_execute_children(BfClaim *claim, int first, int stop, Datum prev_in,
+					bool prev_in_isnull, BfItemResult *result)
+{
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
 	BfLoopInfo *loop = claim->loop;
@@ -254,12 +266,12 @@ bf_execute_item(BfClaim *claim, BfItemResult *result)
 	PG_TRY();
 	{
 		BfSavedUser saved;
-		Datum		prev = (Datum) 0;
-		bool		prev_isnull = true;
+		Datum		prev = prev_in;
+		bool		prev_isnull = prev_in_isnull;
 
 		bf_become_run_owner(loop->owner, loop->run_id, &saved);
 
-		for (int i = 0; i < loop->nchildren; i++)
+		for (int i = first; i < stop; i++)
 		{
 			BfChild    *child = &loop->children[i];
 

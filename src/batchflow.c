@@ -70,6 +70,7 @@ _PG_init(void)
 
 	bf_progress_define_gucs();
 	bf_register_define_gucs();
+	bf_http_define_gucs();
 	bf_limits_define_gucs();
 
 	if (!process_shared_preload_libraries_in_progress)

@@ -15,9 +15,11 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
+#include "lib/stringinfo.h"
 #include "port/atomics.h"
 #include "storage/condition_variable.h"
 #include "storage/latch.h"
+#include "storage/lock.h"
 #include "storage/spin.h"
 #include "utils/jsonb.h"
 
@@ -109,6 +111,7 @@ typedef struct BfLoopInfo
 	Oid			owner;
 	bool		owner_exists;
 	bool		is_activity;	/* a top-level activity run as a one-item loop */
+	bool		has_http;		/* does any child call HTTP? (http_batch.c) */
 	char	   *node_id;
 	char	   *output_var;		/* top-level activity's "output", or NULL */
 	int32		total;
@@ -134,6 +137,7 @@ typedef struct BfClaim
 	Datum		item;			/* jsonb, or 0 when SQL NULL */
 	bool		item_isnull;
 	TimestampTz started_at;
+	LOCKTAG		slot;			/* the loop slot held for this item */
 } BfClaim;
 
 #define BF_MAX_CLOSE 64
@@ -153,16 +157,72 @@ typedef struct BfItemResult
 	char	   *sqlstate;
 	char	   *failed_child;
 	bool		fatal;			/* fail the loop at once, whatever its strategy */
+	long		retry_after_ms; /* HTTP Retry-After: earliest retry, or 0 */
 } BfItemResult;
 
 extern void bf_execute_item(BfClaim *claim, BfItemResult *result);
+extern void bf_execute_children(BfClaim *claim, int first, int stop,
+								Datum prev, bool prev_isnull,
+								BfItemResult *result);
 extern Datum bf_first_column_as_jsonb(bool *isnull);
+
+/* claim.c: one more item of a given loop, for an HTTP batch */
+extern bool bf_claim_in(BfLoopInfo *loop, BfClaim *claim);
+extern bool (*bf_slot_is_mine_hook) (const LOCKTAG *tag);
+
+/* http_template.c: {{...}} placeholders of HTTP activities */
+typedef struct BfTemplateContext
+{
+	Jsonb	   *item;			/* NULL for SQL NULL */
+	int32		index;
+	int64		run_id;
+} BfTemplateContext;
+
+extern char *bf_template_text(const char *tmpl, const BfTemplateContext *ctx,
+							  bool encode, char **error);
+extern Jsonb *bf_template_json(Jsonb *body, const BfTemplateContext *ctx,
+							   char **error);
+
+/* activity_http.c: one request on a libcurl easy handle */
+typedef struct BfHttpRequest
+{
+	void	   *easy;			/* CURL * */
+	struct curl_slist *headers;
+	char	   *url;
+	char	   *method;
+	char	   *request_body;
+	StringInfoData body;		/* response body, up to max_body bytes */
+	StringInfoData headers_raw; /* header lines of the last response */
+	int			max_body;
+	bool		truncated;
+	int			timeout_ms;
+	char		errbuf[256];	/* CURL_ERROR_SIZE */
+	void	   *owner;			/* the in-flight item (http_batch.c) */
+} BfHttpRequest;
+
+extern int	bf_http_timeout_ms;
+extern int	bf_http_max_response_kb;
+extern int	bf_http_max_redirects;
+extern int	bf_http_max_inflight;
+extern char *bf_http_allowed_hosts;
+extern void bf_http_define_gucs(void);
+extern BfHttpRequest *bf_http_prepare(BfChild *child, const BfTemplateContext *ctx,
+									  const char *idempotency_key, char **error);
+extern void bf_http_finish(BfHttpRequest *req, int code, BfItemResult *result);
+extern void bf_http_release(BfHttpRequest *req);
+
+/* http_batch.c: a worker driving many HTTP items at once */
+extern void bf_http_take(BfClaim *claim);
+extern void bf_http_drive(void);
+extern void bf_http_abandon(void);
+extern void bf_http_requeue_mine(void);
 
 /* item_result.c: recording an attempt's outcome in the claim's transaction */
 extern void bf_record_result(BfClaim *claim, BfItemResult *result);
 
 /* run.c: closing loops and advancing runs */
 extern bool bf_loop_try_close(int64 loop_ref);
+extern void bf_requeue_orphans(void);
 extern void bf_recover_after_restart(void);
 extern int64 *bf_loops_to_close(MemoryContext cxt, int *n);
 

@@ -39,6 +39,13 @@
 /* Slot locks use advisory tags with field4 >= this; SQL uses 1 and 2. */
 #define BF_SLOT_LOCK_BASE 16
 
+/*
+ * Set by http_batch.c: does this backend already hold this slot at session
+ * level for an item still executing?  The lock manager would grant it again (a backend
+ * never conflicts with itself), so such slots must be skipped.
+ */
+bool		(*bf_slot_is_mine_hook) (const LOCKTAG *tag) = NULL;
+
 /* The id of the loop served last, for round-robin fairness between loops. */
 static int64 rr_cursor = 0;
 
@@ -102,6 +109,8 @@ bf_take_slot(int64 loop_ref, int cap, LOCKTAG *tag)
 	for (int i = 0; i < cap; i++)
 	{
 		bf_slot_tag(tag, loop_ref, (start + i) % cap);
+		if (bf_slot_is_mine_hook && bf_slot_is_mine_hook(tag))
+			continue;
 		if (LockAcquire(tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL)
 			return true;
 	}
@@ -122,9 +131,9 @@ bf_prepare_claim_plans(void)
 									   "   AND (not_before IS NULL OR not_before <= clock_timestamp())"
 									   " ORDER BY idx LIMIT 1"
 									   " FOR UPDATE SKIP LOCKED", 1);
-	claim_sequential_plan = bf_keep_plan("SELECT idx, item, attempts, not_before"
+	claim_sequential_plan = bf_keep_plan("SELECT idx, item, attempts, not_before, status"
 										 "  FROM batchflow.item"
-										 " WHERE loop_ref = $1 AND status = 'pending'"
+										 " WHERE loop_ref = $1 AND status IN ('pending', 'running')"
 										 " ORDER BY idx LIMIT 1"
 										 " FOR UPDATE SKIP LOCKED", 1);
 	remaining_plan = bf_keep_plan("SELECT min(coalesce(not_before, '-infinity'))"
@@ -157,6 +166,18 @@ bf_claim_in_loop(int64 loop_ref, int cap, bool sequential, TimestampTz now,
 		bool		isnull;
 		Datum		nb = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 									   4, &isnull);
+		char	   *status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5);
+
+		/*
+		 * The lowest unfinished index is still marked running by an HTTP
+		 * worker that died holding it: strict order means waiting until
+		 * the launcher re-queues it.
+		 */
+		if (strcmp(status, "running") == 0)
+		{
+			LockRelease(tag, ExclusiveLock, false);
+			return BF_NOTHING_PENDING;
+		}
 
 		if (!isnull && DatumGetTimestampTz(nb) > now)
 		{
@@ -250,6 +271,7 @@ bf_claim_next(BfClaim *claim, TimestampTz *next_due,
 					claim->item = SPI_getbinval(it, id, 2, &claim->item_isnull);
 					claim->attempts = DatumGetInt32(SPI_getbinval(it, id, 3, &isnull));
 					claim->started_at = GetCurrentTimestamp();
+					claim->slot = tag;
 					rr_cursor = loop_ref;
 					return true;
 				}
@@ -270,6 +292,45 @@ bf_claim_next(BfClaim *claim, TimestampTz *next_due,
 			*next_due = Min(*next_due, DatumGetTimestampTz(remaining));
 	}
 	return false;
+}
+
+/*
+ * Claim one more item of the given loop for an HTTP batch (inside SPI):
+ * a free slot this backend does not hold yet, then the next claimable
+ * item.  False if the loop is no longer running, has no free slot, or has
+ * nothing claimable now.  On success the slot and the row are locked for
+ * the transaction and claim is filled in (item in the current context).
+ */
+bool
+bf_claim_in(BfLoopInfo *loop, BfClaim *claim)
+{
+	Datum		arg = Int64GetDatum(loop->loop_ref);
+	Oid			argtype = INT8OID;
+	TimestampTz due = DT_NOEND;
+	LOCKTAG		tag;
+	HeapTuple	it;
+	TupleDesc	id;
+	bool		isnull;
+
+	bf_prepare_claim_plans();
+	if (SPI_execute_with_args("SELECT 1 FROM batchflow.loop WHERE id = $1 AND status = 'running'",
+							  1, &argtype, &arg, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up loop " INT64_FORMAT, loop->loop_ref);
+	if (SPI_processed == 0)
+		return false;
+	if (bf_claim_in_loop(loop->loop_ref, loop->concurrency, loop->sequential,
+						 GetCurrentTimestamp(), &tag, &due) != BF_CLAIMED)
+		return false;
+
+	it = SPI_tuptable->vals[0];
+	id = SPI_tuptable->tupdesc;
+	claim->loop = loop;
+	claim->idx = DatumGetInt32(SPI_getbinval(it, id, 1, &isnull));
+	claim->item = SPI_getbinval(it, id, 2, &claim->item_isnull);
+	claim->attempts = DatumGetInt32(SPI_getbinval(it, id, 3, &isnull));
+	claim->started_at = GetCurrentTimestamp();
+	claim->slot = tag;
+	return true;
 }
 
 /*

@@ -81,7 +81,7 @@ bf_record_result(BfClaim *claim, BfItemResult *result)
 		Oid			t_loop[2] = {INT8OID, TEXTOID};
 
 		success_plan = bf_prepare_kept("UPDATE batchflow.item"
-									   "   SET status = 'succeeded', attempts = attempts + 1,"
+									   "   SET status = 'succeeded', attempts = attempts + 1, worker_pid = NULL,"
 									   "       started_at = $3, finished_at = clock_timestamp(),"
 									   "       output = $4, error = NULL, not_before = NULL"
 									   " WHERE loop_ref = $1 AND idx = $2", 4, t_ok);
@@ -95,11 +95,12 @@ bf_record_result(BfClaim *claim, BfItemResult *result)
 									 " (run_id, loop_ref, idx, attempt, sqlstate, error, failed_at)"
 									 " VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp())", 6, t_err);
 		retry_plan = bf_prepare_kept("UPDATE batchflow.item"
-									 "   SET attempts = attempts + 1, started_at = $3, error = $4,"
+									 "   SET status = 'pending', worker_pid = NULL,"
+									 "       attempts = attempts + 1, started_at = $3, error = $4,"
 									 "       not_before = clock_timestamp() + make_interval(secs => $5::float8 / 1000)"
 									 " WHERE loop_ref = $1 AND idx = $2", 5, t_retry);
 		failed_plan = bf_prepare_kept("UPDATE batchflow.item"
-									  "   SET status = 'failed', attempts = attempts + 1,"
+									  "   SET status = 'failed', attempts = attempts + 1, worker_pid = NULL,"
 									  "       started_at = $3, finished_at = clock_timestamp(),"
 									  "       error = $4, not_before = NULL"
 									  " WHERE loop_ref = $1 AND idx = $2", 4, t_fail);
@@ -157,6 +158,8 @@ bf_record_result(BfClaim *claim, BfItemResult *result)
 
 		for (int i = 1; i < attempt && delay < 3600000.0; i++)
 			delay *= 2;
+		/* An HTTP Retry-After asks for at least that long. */
+		delay = Max(delay, (double) result->retry_after_ms);
 		args[4] = Int64GetDatum((int64) Min(delay, 3600000.0));
 		bf_run_plan(retry_plan, args, nulls, SPI_OK_UPDATE);
 		return;

@@ -177,6 +177,7 @@ bf_sweep(bool recover)
 	pgstat_report_activity(STATE_RUNNING, "batchflow: sweeping");
 	if (recover)
 		bf_recover_after_restart();
+	bf_requeue_orphans();
 	ids = bf_loops_to_close(cxt, &n);
 	SPI_finish();
 	PopActiveSnapshot();

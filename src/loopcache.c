@@ -161,6 +161,8 @@ bf_loop_info_load(int64 loop_ref, MemoryContext cxt)
 		child->timeout_ms = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
 		child->node = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 5, &isnull));
 		child->plan = NULL;
+		if (child->activity != NULL && strcmp(child->activity, "http") == 0)
+			info->has_http = true;
 	}
 	MemoryContextSwitchTo(oldcxt);
 	return info;

@@ -20,6 +20,7 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "utils/array.h"
 
 #include "batchflow.h"
 
@@ -53,6 +54,43 @@ bf_recover_after_restart(void)
 	if (SPI_processed > 0)
 		ereport(LOG,
 				(errmsg("batchflow re-queued %lu items interrupted by a restart",
+						(unsigned long) SPI_processed)));
+}
+
+/*
+ * Items an HTTP worker marked running and then died with (its pid is no
+ * longer a live worker's) go back to pending (inside SPI).  The lock
+ * manager released the dead worker's slot locks when it exited.
+ */
+void
+bf_requeue_orphans(void)
+{
+	Datum	   *pids;
+	int			n = 0;
+	Datum		arg;
+	Oid			argtype = INT4ARRAYOID;
+
+	pids = palloc(sizeof(Datum) * Max(BfState->nslots, 1));
+	for (int i = 0; i < BfState->nslots; i++)
+	{
+		BfWorkerSlot *slot = &BfState->slots[i];
+		pid_t		pid;
+
+		SpinLockAcquire(&slot->mutex);
+		pid = slot->pid;
+		SpinLockRelease(&slot->mutex);
+		if (pid != 0)
+			pids[n++] = Int32GetDatum((int32) pid);
+	}
+	arg = PointerGetDatum(construct_array(pids, n, INT4OID, sizeof(int32), true, TYPALIGN_INT));
+	if (SPI_execute_with_args("UPDATE batchflow.item SET status = 'pending', worker_pid = NULL"
+							  " WHERE status = 'running' AND worker_pid IS NOT NULL"
+							  "   AND worker_pid <> ALL ($1)",
+							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not re-queue orphaned items");
+	if (SPI_processed > 0)
+		ereport(LOG,
+				(errmsg("batchflow re-queued %lu HTTP items of workers that exited",
 						(unsigned long) SPI_processed)));
 }
 

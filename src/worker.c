@@ -153,6 +153,7 @@ bf_worker_step(long *sleep_ms)
 	int			nclose = 0;
 	TimestampTz next_due = DT_NOEND;
 	bool		claimed = false;
+	bool		http = false;
 
 	*sleep_ms = bf_poll_interval_ms;
 
@@ -165,8 +166,15 @@ bf_worker_step(long *sleep_ms)
 	/* Before CREATE EXTENSION there is nothing to do. */
 	if (OidIsValid(get_namespace_oid("batchflow", true)))
 	{
+		bf_http_requeue_mine();
 		claimed = bf_claim_next(&claim, &next_due, close_list, &nclose);
-		if (claimed)
+		if (claimed && claim.loop->has_http)
+		{
+			/* HTTP items run outside this transaction (http_batch.c). */
+			bf_http_take(&claim);
+			http = true;
+		}
+		else if (claimed)
 		{
 			TimestampTz batch_start = GetCurrentTimestamp();
 			int			nitems = 0;
@@ -200,6 +208,8 @@ bf_worker_step(long *sleep_ms)
 	CommitTransactionCommand();
 	if (claimed)
 		bf_publish(NULL);
+	if (http)
+		bf_http_drive();
 
 	if (nclose > 0)
 		bf_close_loops(close_list, nclose);
@@ -258,6 +268,7 @@ bf_worker_main(Datum main_arg)
 			EmitErrorReport();
 			FlushErrorState();
 			AbortCurrentTransaction();
+			bf_http_abandon();
 			bf_publish(NULL);
 			pgstat_report_activity(STATE_IDLE, NULL);
 			sleep_ms = 1000;

@@ -1,0 +1,530 @@
+/*-------------------------------------------------------------------------
+ *
+ * http_batch.c
+ *	  A worker executing the items of a loop with HTTP children, many at a
+ *	  time, on one libcurl multi handle, without holding a transaction
+ *	  across the network.
+ *
+ *	  An item with an HTTP child cannot run inside one transaction the way
+ *	  an all-SQL item does, so its claim is made durable instead:
+ *
+ *	  1. In the claim transaction the worker takes the loop slot at session
+ *		 level as well (so it outlives the commit), marks the item running
+ *		 with its pid, and claims more items of the same loop the same way,
+ *		 up to batchflow.http_max_inflight and the free slots; commit.
+ *	  2. Outside any transaction, each item's requests go onto the multi
+ *		 handle; curl_multi_poll waits for any of them.
+ *	  3. Each round, one transaction records every item whose request ended
+ *		 (bf_record_result, the loop's error strategy included), runs the
+ *		 SQL children that follow an HTTP child, and claims replacement
+ *		 items into the freed slots; after its commit the finished items'
+ *		 session slot references are released.
+ *
+ *	  The cap holds exactly: an item holds its slot, at session level,
+ *	  from its claim until after its result is committed; a replacement
+ *	  claimed in the same round takes over the very slot lock it inherits
+ *	  (this backend never gives it up in between).  SQL children before an
+ *	  HTTP child commit in the round that starts the request, so an item
+ *	  mixing SQL and HTTP is at-least-once, not exactly-once.
+ *
+ *	  If the worker dies, its items stay marked running with its pid: the
+ *	  launcher re-queues items whose worker_pid is no longer a live worker
+ *	  (bf_requeue_orphans), and the lock manager has already dropped its
+ *	  slots.  If a round fails with an error, bf_http_abandon drops the
+ *	  requests and session locks and the worker re-queues its own items at
+ *	  its next step.
+ *
+ * IDENTIFICATION
+ *	  src/http_batch.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <curl/curl.h>
+
+#include "access/xact.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/interrupt.h"
+#include "storage/lock.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+
+#include "batchflow.h"
+
+/* One item this worker is executing. */
+typedef struct BfInflight
+{
+	struct BfInflight *next;
+	MemoryContext cxt;			/* everything of this item; deleted at the end */
+	BfClaim		claim;
+	int			next_child;		/* the child to run next */
+	Datum		prev;			/* output of the child before next_child */
+	bool		prev_isnull;
+	BfHttpRequest *req;			/* request in flight, or NULL */
+	bool		http_done;		/* a request ended: http_result holds it */
+	BfItemResult http_result;
+	bool		finished;		/* result recorded; release after commit */
+} BfInflight;
+
+static BfInflight *inflight = NULL;
+static int	ninflight = 0;
+static int64 batch_loop = 0;
+static BfLoopInfo *batch_info = NULL;	/* the loop's cached description */
+static CURLM *multi = NULL;
+static MemoryContext http_cxt = NULL;
+static bool requeue_pending = false;
+static SPIPlanPtr running_plan = NULL;
+
+static void bf_http_init(void);
+static bool bf_http_slot_is_mine(const LOCKTAG *tag);
+static void bf_http_adopt(BfClaim *claim);
+static void bf_http_fill(BfLoopInfo *loop);
+static bool bf_http_needs_txn(BfInflight *item, BfLoopInfo *loop);
+static void bf_http_advance(BfInflight *item, BfLoopInfo *loop);
+static void bf_http_round(void);
+static void bf_http_start(BfInflight *item, BfLoopInfo *loop);
+static int	bf_http_collect(void);
+static void bf_http_fail(BfInflight *item, const char *sqlstate, char *error);
+
+/* Set up the multi handle and memory once per process. */
+static void
+bf_http_init(void)
+{
+	if (multi != NULL)
+		return;
+	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not initialise libcurl")));
+	multi = curl_multi_init();
+	if (multi == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create a libcurl multi handle")));
+	http_cxt = AllocSetContextCreate(TopMemoryContext, "batchflow http",
+									 ALLOCSET_DEFAULT_SIZES);
+	bf_slot_is_mine_hook = bf_http_slot_is_mine;
+}
+
+/* claim.c's question: is this slot held by one of our unfinished items? */
+static bool
+bf_http_slot_is_mine(const LOCKTAG *tag)
+{
+	for (BfInflight *item = inflight; item; item = item->next)
+		if (!item->finished && memcmp(&item->claim.slot, tag, sizeof(LOCKTAG)) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Take over a claimed item (inside SPI, in its claim transaction): hold
+ * its slot at session level, mark it running, keep a copy of it.
+ */
+static void
+bf_http_adopt(BfClaim *claim)
+{
+	MemoryContext cxt;
+	MemoryContext old;
+	BfInflight *item;
+	Datum		args[4];
+
+	if (running_plan == NULL)
+	{
+		Oid			types[4] = {INT8OID, INT4OID, INT4OID, TIMESTAMPTZOID};
+
+		running_plan = SPI_prepare("UPDATE batchflow.item"
+								   "   SET status = 'running', worker_pid = $3, started_at = $4"
+								   " WHERE loop_ref = $1 AND idx = $2", 4, types);
+		if (running_plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(running_plan);
+	}
+	args[0] = Int64GetDatum(claim->loop->loop_ref);
+	args[1] = Int32GetDatum(claim->idx);
+	args[2] = Int32GetDatum(MyProcPid);
+	args[3] = TimestampTzGetDatum(claim->started_at);
+	if (SPI_execute_plan(running_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not mark item %d running", claim->idx);
+
+	(void) LockAcquire(&claim->slot, ExclusiveLock, true, false);
+
+	cxt = AllocSetContextCreate(http_cxt, "batchflow http item",
+								ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	item = palloc0(sizeof(BfInflight));
+	item->cxt = cxt;
+	item->claim = *claim;
+	if (!claim->item_isnull)
+		item->claim.item = PointerGetDatum(DatumGetJsonbPCopy(claim->item));
+	item->prev_isnull = true;
+	MemoryContextSwitchTo(old);
+
+	/* Never act for a role that no longer exists. */
+	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(claim->loop->owner)))
+	{
+		bf_http_fail(item, "42704",
+					 psprintf("role with OID %u that started run " INT64_FORMAT " no longer exists",
+							  claim->loop->owner, claim->loop->run_id));
+		item->http_result.fatal = true;
+	}
+
+	item->next = inflight;
+	inflight = item;
+	ninflight++;
+}
+
+/* Claim more items of the loop, while there is room (inside SPI). */
+static void
+bf_http_fill(BfLoopInfo *loop)
+{
+	while (ninflight < bf_http_max_inflight)
+	{
+		BfClaim		claim;
+
+		if (!bf_claim_in(loop, &claim))
+			break;
+		bf_http_adopt(&claim);
+	}
+}
+
+/*
+ * Called by the worker in the transaction in which it claimed an item of a
+ * loop with HTTP children (inside SPI): adopt it and claim its companions.
+ * After the commit the worker calls bf_http_drive.
+ */
+void
+bf_http_take(BfClaim *claim)
+{
+	bf_http_init();
+	batch_loop = claim->loop->loop_ref;
+	batch_info = claim->loop;
+	bf_http_adopt(claim);
+	if (!claim->loop->sequential)
+		bf_http_fill(claim->loop);
+	pgstat_report_activity(STATE_RUNNING, "batchflow: claiming HTTP items");
+}
+
+/* Fail the item's current step with an error of ours (no request made). */
+static void
+bf_http_fail(BfInflight *item, const char *sqlstate, char *error)
+{
+	MemoryContext old = MemoryContextSwitchTo(item->cxt);
+
+	memset(&item->http_result, 0, sizeof(BfItemResult));
+	item->http_result.ok = false;
+	item->http_result.output_isnull = true;
+	item->http_result.sqlstate = pstrdup(sqlstate);
+	item->http_result.error = pstrdup(error);
+	MemoryContextSwitchTo(old);
+	item->http_done = true;
+}
+
+/* Does the item need a transaction before it can go on? */
+static bool
+bf_http_needs_txn(BfInflight *item, BfLoopInfo *loop)
+{
+	if (item->req != NULL || item->finished)
+		return false;
+	if (item->http_done || item->next_child >= loop->nchildren)
+		return true;
+	return strcmp(loop->children[item->next_child].activity, "http") != 0;
+}
+
+/*
+ * Move an item on, inside the round's transaction (inside SPI): take in
+ * the outcome of its request, run the SQL children up to the next HTTP
+ * child, and record the attempt when it ends here.
+ */
+static void
+bf_http_advance(BfInflight *item, BfLoopInfo *loop)
+{
+	BfItemResult result;
+	bool		record = false;
+
+	item->claim.loop = loop;
+	memset(&result, 0, sizeof(result));
+	if (item->http_done)
+	{
+		item->http_done = false;
+		if (!item->http_result.ok)
+		{
+			result = item->http_result;
+			record = true;
+		}
+		else
+		{
+			item->prev = item->http_result.output;
+			item->prev_isnull = item->http_result.output_isnull;
+			item->next_child++;
+		}
+	}
+
+	if (!record)
+	{
+		int			stop = item->next_child;
+
+		while (stop < loop->nchildren &&
+			   strcmp(loop->children[stop].activity, "http") != 0)
+			stop++;
+		if (stop > item->next_child)
+		{
+			bf_execute_children(&item->claim, item->next_child, stop,
+								item->prev, item->prev_isnull, &result);
+			if (!result.ok)
+				record = true;
+			else
+			{
+				MemoryContext old = MemoryContextSwitchTo(item->cxt);
+
+				item->prev_isnull = result.output_isnull;
+				if (!result.output_isnull)
+					item->prev = PointerGetDatum(DatumGetJsonbPCopy(result.output));
+				MemoryContextSwitchTo(old);
+				item->next_child = stop;
+			}
+		}
+		if (!record && item->next_child >= loop->nchildren)
+		{
+			memset(&result, 0, sizeof(result));
+			result.ok = true;
+			result.output = item->prev;
+			result.output_isnull = item->prev_isnull;
+			record = true;
+		}
+	}
+
+	if (record)
+	{
+		bf_record_result(&item->claim, &result);
+		bf_progress_item_done(&item->claim, &result);
+		item->finished = true;
+	}
+}
+
+/*
+ * One bookkeeping transaction: advance every item that waits for one,
+ * claim replacements for the finished ones, commit, then let go of the
+ * finished items' slot references.
+ */
+static void
+bf_http_round(void)
+{
+	BfLoopInfo *loop;
+	BfInflight **link;
+	bool		any_finished = false;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "batchflow: recording HTTP items");
+
+	loop = bf_loop_info(batch_loop);
+	if (loop != NULL)
+		batch_info = loop;
+	for (BfInflight *item = inflight; item; item = item->next)
+	{
+		if (loop == NULL)
+			item->finished = true;	/* the run was deleted under us */
+		else if (bf_http_needs_txn(item, loop))
+			bf_http_advance(item, loop);
+		any_finished |= item->finished;
+	}
+	if (loop != NULL && any_finished)
+	{
+		/* Replacements, and the SQL children they start with. */
+		bf_http_fill(loop);
+		for (BfInflight *item = inflight; item; item = item->next)
+			if (bf_http_needs_txn(item, loop))
+				bf_http_advance(item, loop);
+	}
+
+	bf_progress_flush();
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+
+	link = &inflight;
+	while (*link)
+	{
+		BfInflight *item = *link;
+
+		if (!item->finished)
+		{
+			link = &item->next;
+			continue;
+		}
+		LockRelease(&item->claim.slot, ExclusiveLock, true);
+		*link = item->next;
+		ninflight--;
+		MemoryContextDelete(item->cxt);
+	}
+}
+
+/* Put the item's next (HTTP) child's request on the multi handle. */
+static void
+bf_http_start(BfInflight *item, BfLoopInfo *loop)
+{
+	BfChild    *child = &loop->children[item->next_child];
+	BfTemplateContext ctx;
+	MemoryContext old;
+	char	   *error = NULL;
+	char	   *key;
+	BfHttpRequest *req;
+	CURLMcode	mc;
+
+	ctx.item = item->claim.item_isnull ? NULL : DatumGetJsonbP(item->claim.item);
+	ctx.index = item->claim.idx;
+	ctx.run_id = loop->run_id;
+
+	old = MemoryContextSwitchTo(item->cxt);
+	key = psprintf("batchflow-" INT64_FORMAT "-%s-%d-%s", loop->run_id,
+				   loop->node_id, item->claim.idx, child->id);
+	req = bf_http_prepare(child, &ctx, key, &error);
+	MemoryContextSwitchTo(old);
+	if (req == NULL)
+	{
+		bf_http_fail(item, "22023", error);
+		return;
+	}
+	req->owner = item;
+	mc = curl_multi_add_handle(multi, req->easy);
+	if (mc != CURLM_OK)
+	{
+		bf_http_release(req);
+		bf_http_fail(item, "58000", psprintf("curl_multi_add_handle failed: %s",
+											 curl_multi_strerror(mc)));
+		return;
+	}
+	item->req = req;
+}
+
+/* Take in the requests that ended; returns how many. */
+static int
+bf_http_collect(void)
+{
+	CURLMsg    *msg;
+	int			left;
+	int			n = 0;
+
+	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+	{
+		CURL	   *easy = msg->easy_handle;
+		CURLcode	code = msg->data.result;
+		BfHttpRequest *req = NULL;
+		BfInflight *item;
+		MemoryContext old;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &req);
+		item = (BfInflight *) req->owner;
+		old = MemoryContextSwitchTo(item->cxt);
+		bf_http_finish(req, (int) code, &item->http_result);
+		MemoryContextSwitchTo(old);
+		curl_multi_remove_handle(multi, easy);
+		bf_http_release(req);
+		item->req = NULL;
+		item->http_done = true;
+		n++;
+	}
+	return n;
+}
+
+/*
+ * Drive the adopted items to the end, claiming replacements as slots free
+ * up, until nothing of the loop is left for this worker.
+ */
+void
+bf_http_drive(void)
+{
+	while (inflight != NULL)
+	{
+		bool		txn = false;
+		int			running = 0;
+
+		for (BfInflight *item = inflight; item && !txn; item = item->next)
+			txn = bf_http_needs_txn(item, batch_info);
+		if (txn)
+			bf_http_round();
+		if (inflight == NULL)
+			break;
+
+		/* Start the requests of items waiting at an HTTP child. */
+		for (BfInflight *item = inflight; item; item = item->next)
+			if (item->req == NULL && !item->http_done && !item->finished &&
+				item->next_child < batch_info->nchildren &&
+				strcmp(batch_info->children[item->next_child].activity, "http") == 0)
+				bf_http_start(item, batch_info);
+
+		pgstat_report_activity(STATE_RUNNING,
+								psprintf("batchflow: %d HTTP items in flight", ninflight));
+		curl_multi_perform(multi, &running);
+		if (bf_http_collect() == 0 && running > 0)
+		{
+			curl_multi_poll(multi, NULL, 0, 100, NULL);
+			curl_multi_perform(multi, &running);
+			(void) bf_http_collect();
+		}
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+	}
+	batch_info = NULL;
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * After an error: drop every request and session slot lock.  The items
+ * stay marked running with our pid until bf_http_requeue_mine, at the
+ * worker's next step, puts them back.
+ */
+void
+bf_http_abandon(void)
+{
+	if (multi == NULL)
+		return;
+	for (BfInflight *item = inflight; item; item = item->next)
+	{
+		if (item->req != NULL)
+		{
+			curl_multi_remove_handle(multi, item->req->easy);
+			bf_http_release(item->req);
+			item->req = NULL;
+		}
+		requeue_pending = true;
+	}
+	inflight = NULL;
+	ninflight = 0;
+	batch_info = NULL;
+	MemoryContextReset(http_cxt);
+	LockReleaseSession(USER_LOCKMETHOD);
+}
+
+/* Re-queue items this worker left running after an error (inside SPI). */
+void
+bf_http_requeue_mine(void)
+{
+	Datum		arg = Int32GetDatum(MyProcPid);
+	Oid			argtype = INT4OID;
+
+	if (!requeue_pending)
+		return;
+	if (SPI_execute_with_args("UPDATE batchflow.item SET status = 'pending', worker_pid = NULL"
+							  " WHERE status = 'running' AND worker_pid = $1",
+							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not re-queue abandoned HTTP items");
+	requeue_pending = false;
+}
