@@ -56,6 +56,7 @@ typedef struct BfWorkerSlot
 	int64		loop_ref;
 	int32		idx;
 	TimestampTz started_at;
+	int32		nactive;		/* items executing (an HTTP batch has many) */
 } BfWorkerSlot;
 
 typedef struct BfShared
@@ -84,6 +85,7 @@ extern PGDLLEXPORT void bf_launcher_main(Datum main_arg);
 
 /* worker.c */
 extern PGDLLEXPORT void bf_worker_main(Datum main_arg);
+extern void bf_publish_batch(int64 run_id, int64 loop_ref, int nactive);
 
 /* loopcache.c: what a worker needs to know to execute a loop's items */
 typedef enum BfErrorStrategy

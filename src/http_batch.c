@@ -209,6 +209,7 @@ bf_http_take(BfClaim *claim)
 	bf_http_adopt(claim);
 	if (!claim->loop->sequential)
 		bf_http_fill(claim->loop);
+	bf_publish_batch(claim->loop->run_id, batch_loop, ninflight);
 	pgstat_report_activity(STATE_RUNNING, "batchflow: claiming HTTP items");
 }
 
@@ -367,6 +368,7 @@ bf_http_round(void)
 		ninflight--;
 		MemoryContextDelete(item->cxt);
 	}
+	bf_publish_batch(batch_info ? batch_info->run_id : 0, batch_loop, ninflight);
 }
 
 /* Put the item's next (HTTP) child's request on the multi handle. */

@@ -128,17 +128,19 @@ bf_sql_progress_live(PG_FUNCTION_ARGS)
 		BfWorkerSlot *slot = &BfState->slots[s];
 		int64		loop_ref;
 		bool		busy;
+		int32		nactive;
 		BfLive	   *e;
 
 		SpinLockAcquire(&slot->mutex);
 		busy = slot->pid != 0 && slot->run_id != 0;
 		loop_ref = slot->loop_ref;
+		nactive = slot->nactive;
 		SpinLockRelease(&slot->mutex);
 		if (!busy)
 			continue;
 		e = bf_live_entry(live, &n, max, loop_ref);
 		if (e != NULL)
-			e->active++;
+			e->active += Max(nactive, 1);
 	}
 
 	for (int i = 0; i < n; i++)

@@ -111,9 +111,26 @@ bf_publish(BfClaim *claim)
 		my_slot->loop_ref = claim->loop->loop_ref;
 		my_slot->idx = claim->idx;
 		my_slot->started_at = claim->started_at;
+		my_slot->nactive = 1;
 	}
 	else
+	{
 		my_slot->run_id = 0;
+		my_slot->nactive = 0;
+	}
+	SpinLockRelease(&my_slot->mutex);
+}
+
+/* Show an HTTP batch: nactive items of one loop in flight (0: none). */
+void
+bf_publish_batch(int64 run_id, int64 loop_ref, int nactive)
+{
+	SpinLockAcquire(&my_slot->mutex);
+	my_slot->run_id = nactive > 0 ? run_id : 0;
+	my_slot->loop_ref = loop_ref;
+	my_slot->idx = -1;
+	my_slot->started_at = GetCurrentTimestamp();
+	my_slot->nactive = nactive;
 	SpinLockRelease(&my_slot->mutex);
 }
 
