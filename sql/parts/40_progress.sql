@@ -64,14 +64,14 @@ COMMENT ON COLUMN batchflow.progress_counter.updated_at IS 'When the worker last
 CREATE TABLE batchflow.pruned_run (
     run_id       bigint PRIMARY KEY REFERENCES batchflow.run (id) ON DELETE CASCADE,
     finished_at  timestamptz NOT NULL,
-    pruned_at    timestamptz NOT NULL DEFAULT now(),
+    pruned_at    timestamptz,
     items        bigint NOT NULL CHECK (items >= 0)
 );
 COMMENT ON TABLE batchflow.pruned_run IS 'Runs whose items were deleted by the history retention (batchflow.history_retention)';
 COMMENT ON COLUMN batchflow.pruned_run.run_id IS 'The run';
 COMMENT ON COLUMN batchflow.pruned_run.finished_at IS 'When the run had finished when it was pruned';
-COMMENT ON COLUMN batchflow.pruned_run.pruned_at IS 'When its last items were deleted';
-COMMENT ON COLUMN batchflow.pruned_run.items IS 'How many items and item errors were deleted';
+COMMENT ON COLUMN batchflow.pruned_run.pruned_at IS 'When its last items were deleted; NULL while the launcher is still deleting them';
+COMMENT ON COLUMN batchflow.pruned_run.items IS 'How many items and item errors were deleted so far';
 
 CREATE INDEX pruned_run_finished_idx ON batchflow.pruned_run (finished_at);
 
@@ -314,7 +314,13 @@ COMMENT ON FUNCTION batchflow._rebuild_counters(boolean) IS 'Internal: reset pro
  * Delete a batch of the items (item errors first) of the run that finished
  * longest ago, if that is more than p_retention ago; record the run in
  * pruned_run once it has no item left.  Returns the number of rows deleted
- * (0: nothing to prune).
+ * (0: nothing to prune now).
+ *
+ * Runs are pruned strictly in finished_at order, so that only the runs
+ * finished after the last one pruned need looking at (less an hour, for a
+ * run whose finishing transaction committed late).  When the oldest
+ * candidate is locked (bf_retry is re-opening it), nothing is pruned until
+ * the next sweep rather than skipping past it for good.
  */
 CREATE FUNCTION batchflow._prune_history(p_retention interval, p_batch int) RETURNS int
 LANGUAGE plpgsql AS $$
@@ -327,11 +333,21 @@ BEGIN
     SELECT r.id, r.finished_at INTO v_run, v_finished
       FROM batchflow.run r
      WHERE r.finished_at < clock_timestamp() - p_retention
-       AND r.finished_at >= coalesce((SELECT max(finished_at) FROM batchflow.pruned_run), '-infinity')
-       AND NOT EXISTS (SELECT 1 FROM batchflow.pruned_run p WHERE p.run_id = r.id)
+       AND r.finished_at >= coalesce((SELECT p.finished_at FROM batchflow.pruned_run p
+                                       WHERE p.pruned_at IS NOT NULL
+                                       ORDER BY p.finished_at DESC LIMIT 1),
+                                     '-infinity') - interval '1 hour'
+       AND NOT EXISTS (SELECT 1 FROM batchflow.pruned_run p
+                        WHERE p.run_id = r.id AND p.pruned_at IS NOT NULL)
      ORDER BY r.finished_at
-     LIMIT 1
-       FOR NO KEY UPDATE OF r SKIP LOCKED;
+     LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    -- Keep bf_retry out while pruning; if it holds the run, try again later.
+    PERFORM 1 FROM batchflow.run r
+      WHERE r.id = v_run AND r.finished_at IS NOT NULL
+        FOR NO KEY UPDATE SKIP LOCKED;
     IF NOT FOUND THEN
         RETURN 0;
     END IF;
@@ -350,11 +366,17 @@ BEGIN
         -- Nothing left: the run's history is pruned.
         DELETE FROM batchflow.progress_counter c
          USING batchflow.loop l WHERE l.run_id = v_run AND c.loop_ref = l.id;
-        INSERT INTO batchflow.pruned_run (run_id, finished_at, items)
-        VALUES (v_run, v_finished, v_errors + v_items)
-        ON CONFLICT (run_id) DO UPDATE SET items = batchflow.pruned_run.items + excluded.items;
+        INSERT INTO batchflow.pruned_run (run_id, finished_at, items, pruned_at)
+        VALUES (v_run, v_finished, v_errors + v_items, clock_timestamp())
+        ON CONFLICT (run_id) DO UPDATE
+            SET items = batchflow.pruned_run.items + excluded.items,
+                finished_at = excluded.finished_at, pruned_at = excluded.pruned_at;
         RETURN v_errors + v_items + 1;
     END IF;
+    -- More to come: count what went so far.
+    INSERT INTO batchflow.pruned_run (run_id, finished_at, items)
+    VALUES (v_run, v_finished, v_errors + v_items)
+    ON CONFLICT (run_id) DO UPDATE SET items = batchflow.pruned_run.items + excluded.items;
     RETURN v_errors + v_items;
 END;
 $$;
