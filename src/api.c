@@ -318,6 +318,12 @@ bf_cancel(PG_FUNCTION_ARGS)
 							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not cancel run " INT64_FORMAT, run_id);
 
+	/*
+	 * Items in flight may end before this transaction commits, and then no
+	 * worker would close the loop before its next poll: wake them at commit.
+	 */
+	bf_wake_on_commit();
+
 	/* A run between nodes has no open loop: cancel the run itself. */
 	if (SPI_execute_with_args("UPDATE batchflow.run"
 							  "   SET status = 'cancelled', finished_at = clock_timestamp(),"

@@ -100,6 +100,45 @@ SELECT count(*), count(DISTINCT idx), min(idx), max(idx) FROM eng_control_sink;
 SELECT bf_retry(:run) AS requeued;
 SELECT status FROM batchflow.runs WHERE id = :run;
 
+-- A cancel that commits only after the items in flight have ended: its
+-- commit wakes the workers, which close the run at once rather than at
+-- their next 1 s safety-net poll.
+TRUNCATE eng_control_sink;
+SELECT bf_register('eng_control_gated', $j${"nodes": [
+  {"id": "each", "type": "loop", "loopType": "parallel", "concurrency": 2,
+   "inputSource": {"static": [0, 1, 2, 3, 4, 5]},
+   "children": [{"id": "gate", "type": "activity", "activity": "sql",
+                 "sql": "INSERT INTO eng_control_sink SELECT $2, s, clock_timestamp() FROM (SELECT clock_timestamp() s, pg_advisory_xact_lock_shared(7413001)) x"}]}]}$j$) > 0 AS registered;
+SELECT pg_advisory_lock(7413001);
+SELECT bf_start('eng_control_gated') AS run \gset
+DO $$
+BEGIN
+  FOR i IN 1..600 LOOP
+    EXIT WHEN (SELECT count(*) FROM pg_locks
+                WHERE locktype = 'advisory' AND objid = 7413001 AND objsubid = 1
+                  AND NOT granted) = 2;
+    PERFORM pg_sleep(0.05);
+  END LOOP;
+END
+$$;
+BEGIN;
+SELECT bf_cancel(:run);
+SELECT pg_advisory_unlock(7413001);
+DO $$
+BEGIN
+  FOR i IN 1..600 LOOP
+    EXIT WHEN (SELECT count(*) FROM eng_control_sink) = 2;
+    PERFORM pg_sleep(0.05);
+  END LOOP;
+  PERFORM pg_sleep(0.2);
+END
+$$;
+COMMIT;
+SELECT clock_timestamp() AS t0 \gset
+SELECT bf_wait(:run, '1 minute');
+SELECT clock_timestamp() - :'t0' < interval '300 milliseconds' AS closed_at_once;
+SELECT status, count(*) FROM batchflow.items WHERE run_id = :run GROUP BY status ORDER BY status;
+
 -- bf_retry of a failed run: a fail-fast sequential loop where a flag
 -- makes item 3 fail.  After fixing the flag, bf_retry re-queues the failed
 -- item and the three skipped ones, and the run goes on to its next node,
@@ -146,6 +185,6 @@ DROP TABLE eng_control_flag, eng_control_done, eng_control_sink;
 DROP FUNCTION eng_control_gate(int);
 DELETE FROM batchflow.run
  WHERE version_id IN (SELECT id FROM batchflow.workflow_version
-                       WHERE workflow IN ('eng_control_slow', 'eng_control_flaky'));
-DELETE FROM batchflow.workflow WHERE name IN ('eng_control_slow', 'eng_control_flaky');
+                       WHERE workflow IN ('eng_control_slow', 'eng_control_gated', 'eng_control_flaky'));
+DELETE FROM batchflow.workflow WHERE name IN ('eng_control_slow', 'eng_control_gated', 'eng_control_flaky');
 DROP FUNCTION eng_control_try(text, bigint);
