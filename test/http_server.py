@@ -9,13 +9,16 @@ serves until killed.  Endpoints (any method):
 
   /echo                 200, JSON: method, path, query, args, headers, body
   /sleep?ms=N           waits N ms, then 200 {"ok": true}; counts concurrency
-  /flaky?id=X&fails=N   500 for the first N requests with that id, then 200
+  /flaky?id=X&fails=N[&ms=M]
+                        500 for the first N requests with that id, then 200;
+                        with ms, waits M ms first and counts concurrency
   /status/NNN           that status, text body "status NNN"
   /retry-after?id=X&s=S first request per id: 429 with Retry-After: S; then 200
   /big?kb=N             200, N kB of text/plain
   /text                 200, text/plain "hello"
   /redirect?to=URL      302 to URL
-  /stats                JSON: requests, peak and current concurrency of /sleep,
+  /stats                JSON: requests, peak and current concurrency of /sleep
+                        (and of /flaky with ms),
                         count per path, idempotency keys seen (key -> count),
                         per-id request times of /retry-after
   /reset                clears the counters
@@ -60,6 +63,17 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
 
+    def hold(self, ms):
+        """Wait ms milliseconds, counted in current and peak concurrency."""
+        with lock:
+            state["current"] += 1
+            state["peak"] = max(state["peak"], state["current"])
+        try:
+            time.sleep(ms / 1000.0)
+        finally:
+            with lock:
+                state["current"] -= 1
+
     def handle_any(self):
         url = urllib.parse.urlsplit(self.path)
         args = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
@@ -80,16 +94,11 @@ class Handler(BaseHTTPRequestHandler):
                 "headers": {k.lower(): v for k, v in self.headers.items()},
                 "body": body.decode("utf-8", "replace")}))
         elif p == "/sleep":
-            with lock:
-                state["current"] += 1
-                state["peak"] = max(state["peak"], state["current"])
-            try:
-                time.sleep(int(args.get("ms", "100")) / 1000.0)
-            finally:
-                with lock:
-                    state["current"] -= 1
+            self.hold(int(args.get("ms", "100")))
             self.reply(200, '{"ok": true}')
         elif p == "/flaky":
+            if "ms" in args:
+                self.hold(int(args["ms"]))
             ident = args.get("id", "")
             with lock:
                 n = state["flaky"].get(ident, 0) + 1
