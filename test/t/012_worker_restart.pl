@@ -30,9 +30,14 @@ is( $node->safe_psql(
 	'1',
 	'one launcher');
 
-my $sql = 'INSERT INTO slow_sink (idx) SELECT $2 FROM pg_sleep(1) RETURNING idx';
+# The first attempt sleeps until it is killed (up to 60 s); once slow_go
+# has a row, an attempt finishes at once.  (A fixed short sleep raced the
+# kill on a loaded machine: the item could commit before SIGTERM arrived.)
+my $sql =
+  'INSERT INTO slow_sink (idx) SELECT $2 FROM pg_sleep(CASE WHEN EXISTS (SELECT FROM slow_go) THEN 0 ELSE 60 END) RETURNING idx';
 $node->safe_psql(
 	'postgres', qq{
+CREATE TABLE slow_go (go bool);
 CREATE TABLE slow_sink (idx int NOT NULL, pid int NOT NULL DEFAULT pg_backend_pid());
 SELECT bf_register('slow', '{"nodes": [
   {"id": "one", "type": "loop", "loopType": "sequential",
@@ -58,6 +63,7 @@ SELECT pid FROM pg_stat_activity
 my $before = $node->safe_psql('postgres',
 	q{SELECT string_agg(pid::text, ',') FROM pg_stat_activity WHERE backend_type = 'batchflow worker'});
 
+$node->safe_psql('postgres', 'INSERT INTO slow_go VALUES (true)');
 is(kill('TERM', $busy, $idle), 2, 'SIGTERM sent to a busy and an idle worker');
 ok( $node->poll_query_until(
 		'postgres', qq{
