@@ -82,11 +82,22 @@ ALTER VIEW batchflow.loop_stats SET (security_barrier = true);
 ALTER VIEW batchflow.stuck_runs SET (security_barrier = true);
 
 /*
- * The internal functions run as the extension owner (called by the bf_*
- * functions and the workers, which pin search_path themselves); pinning it
- * here as well means that no caller's search_path ever decides which
- * function or operator they call.
+ * The internal PL/pgSQL functions (batchflow._*) run as the extension owner
+ * or a worker, which pin search_path themselves; pinning it on the
+ * functions as well means that no caller's search_path ever decides which
+ * function or operator they call.  (The SQL ones are left alone so that
+ * they can still be inlined.)
  */
-ALTER FUNCTION batchflow._advance(bigint, int) SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION batchflow._close_loop(bigint) SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION batchflow._loop_delete_items() SET search_path = pg_catalog, pg_temp;
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid
+               FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+              WHERE p.pronamespace = 'batchflow'::regnamespace
+                AND p.proname LIKE '\_%' AND l.lanname = 'plpgsql' AND p.proconfig IS NULL
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f);
+    END LOOP;
+END
+$$;
