@@ -452,6 +452,7 @@ bf_http_drive(void)
 	{
 		bool		txn = false;
 		int			running = 0;
+		char		activity[64];
 
 		for (BfInflight *item = inflight; item && !txn; item = item->next)
 			txn = bf_http_needs_txn(item, batch_info);
@@ -467,8 +468,8 @@ bf_http_drive(void)
 				strcmp(batch_info->children[item->next_child].activity, "http") == 0)
 				bf_http_start(item, batch_info);
 
-		pgstat_report_activity(STATE_RUNNING,
-								psprintf("batchflow: %d HTTP items in flight", ninflight));
+		snprintf(activity, sizeof(activity), "batchflow: %d HTTP items in flight", ninflight);
+		pgstat_report_activity(STATE_RUNNING, activity);
 		curl_multi_perform(multi, &running);
 		if (bf_http_collect() == 0 && running > 0)
 		{
