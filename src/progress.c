@@ -37,6 +37,7 @@
  */
 #include "postgres.h"
 
+#include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -46,6 +47,7 @@
 #include "storage/shmem.h"
 #include "utils/array.h"
 #include "utils/guc.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "progress.h"
@@ -506,6 +508,63 @@ bf_progress_moves_read(uint64 *begun, uint64 *done)
 }
 
 /*
+ * The pending counts of worker slot slotno as the active snapshot should
+ * see them, into counts[] (BF_PENDING_LOOPS * 2 entries); returns how many.
+ *
+ * When the slot's last write of its counts to the table committed after
+ * the snapshot was taken but its commit callback already took them out of
+ * pending, they are added back; when the snapshot sees that commit but the
+ * callback has not run yet, they are taken out.  Either way the reader
+ * counts them exactly once.
+ */
+int
+bf_progress_slot_pending(int slotno, BfCount *counts)
+{
+	BfProgressSlot *slot = &BfProgress->slots[slotno];
+	BfCount		flushed[BF_PENDING_LOOPS];
+	int			n;
+	int			nflushed;
+	TransactionId xid;
+	bool		applied;
+	bool		overflow = false;
+	int			sign = 0;
+
+	SpinLockAcquire(&slot->mutex);
+	n = slot->npending;
+	memcpy(counts, slot->pending, sizeof(BfCount) * n);
+	xid = slot->flush_xid;
+	applied = slot->flush_applied;
+	nflushed = slot->nflushed;
+	memcpy(flushed, slot->flushed, sizeof(BfCount) * nflushed);
+	SpinLockRelease(&slot->mutex);
+
+	if (TransactionIdIsValid(xid) && ActiveSnapshotSet())
+	{
+		Snapshot	snap = GetActiveSnapshot();
+		bool		visible;
+
+		/*
+		 * Once applied it committed for sure (and may be old: only the
+		 * snapshot is asked).  Not applied yet, it is recent and may still
+		 * abort, so ask the commit log too.
+		 */
+		if (applied)
+			visible = !XidInMVCCSnapshot(xid, snap);
+		else
+			visible = !XidInMVCCSnapshot(xid, snap) && TransactionIdDidCommit(xid);
+		if (applied && !visible)
+			sign = 1;
+		else if (!applied && visible)
+			sign = -1;
+	}
+	for (int i = 0; i < nflushed && sign != 0; i++)
+		bf_count_add(counts, &n, BF_PENDING_LOOPS * 2, flushed[i].loop_ref,
+					 sign * flushed[i].completed, sign * flushed[i].failed,
+					 &overflow);
+	return n;
+}
+
+/*
  * The tracked-loop entry of loop_ref (caller holds BfProgress->mutex).
  * With create, a missing entry takes a free place or evicts the loop that
  * committed least recently.
@@ -565,6 +624,7 @@ bf_progress_at_commit(void)
 		my_pslot->npending = keep;
 		my_pslot->items_pending = 0;
 		my_pslot->first_pending = keep > 0 ? now : 0;
+		my_pslot->flush_applied = true;
 	}
 	else if (txn_ndelta > 0)
 	{
@@ -634,6 +694,16 @@ bf_progress_xact_callback(XactEvent event, void *arg)
 				pg_atomic_fetch_add_u64(&BfProgress->moves_begun, 1);
 				txn_move_begun = true;
 			}
+			if (txn_flushed && my_pslot != NULL)
+			{
+				SpinLockAcquire(&my_pslot->mutex);
+				my_pslot->flush_xid = GetTopTransactionIdIfAny();
+				my_pslot->flush_applied = false;
+				my_pslot->nflushed = txn_nflushed;
+				memcpy(my_pslot->flushed, txn_flushed_pending,
+					   sizeof(BfCount) * txn_nflushed);
+				SpinLockRelease(&my_pslot->mutex);
+			}
 			break;
 		case XACT_EVENT_COMMIT:
 			if (txn_active && my_pslot != NULL)
@@ -658,6 +728,8 @@ bf_progress_xact_callback(XactEvent event, void *arg)
 			{
 				SpinLockAcquire(&my_pslot->mutex);
 				my_pslot->unlocked_inflight = false;
+				if (txn_flushed)
+					my_pslot->flush_xid = InvalidTransactionId;
 				SpinLockRelease(&my_pslot->mutex);
 			}
 			if (txn_move_begun)

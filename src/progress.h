@@ -73,6 +73,19 @@ typedef struct BfProgressSlot
 	int32		items_pending;	/* items counted since the last write */
 	TimestampTz first_pending;	/* commit time of the oldest pending item */
 	BfCount		pending[BF_PENDING_LOOPS];
+
+	/*
+	 * The last transaction that wrote this slot's pending counts to the
+	 * table, and what it moved: between its commit becoming visible and
+	 * its commit callback, the counts are both in the table and pending;
+	 * after, a reader whose snapshot predates the commit finds them in
+	 * neither.  Readers use this to correct what they read (see
+	 * bf_progress_slot_pending).
+	 */
+	TransactionId flush_xid;	/* invalid: none, or it aborted */
+	bool		flush_applied;	/* committed, and subtracted from pending */
+	int			nflushed;
+	BfCount		flushed[BF_PENDING_LOOPS];
 } BfProgressSlot;
 
 typedef struct BfRateSample
@@ -127,5 +140,6 @@ extern bool bf_progress_rate(int64 loop_ref, TimestampTz now, double *rate,
 							 TimestampTz *last_commit);
 extern int	bf_progress_written_slot(void);
 extern void bf_progress_moves_read(uint64 *begun, uint64 *done);
+extern int	bf_progress_slot_pending(int slotno, BfCount *counts);
 
 #endif							/* BATCHFLOW_PROGRESS_H */

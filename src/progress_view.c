@@ -101,16 +101,12 @@ bf_sql_progress_live(PG_FUNCTION_ARGS)
 	/* Counts committed but not yet written. */
 	for (int s = 0; s < BfProgress->nslots; s++)
 	{
-		BfProgressSlot *slot = &BfProgress->slots[s];
-		BfCount		pending[BF_PENDING_LOOPS];
+		BfCount		pending[BF_PENDING_LOOPS * 2];
 		int			npending;
 
 		if (s == skip_slot)
 			continue;
-		SpinLockAcquire(&slot->mutex);
-		npending = slot->npending;
-		memcpy(pending, slot->pending, sizeof(BfCount) * npending);
-		SpinLockRelease(&slot->mutex);
+		npending = bf_progress_slot_pending(s, pending);
 		for (int i = 0; i < npending; i++)
 		{
 			BfLive	   *e = bf_live_entry(live, &n, max, pending[i].loop_ref);

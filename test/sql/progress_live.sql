@@ -89,24 +89,30 @@ SELECT loop_id, timed_items, p50_ms >= 100 AS p50_at_least_100ms,
        avg_items_per_sec > 0 AS has_throughput
   FROM batchflow.loop_stats WHERE run_id = :run;
 
--- bf_progress never goes backwards, even while workers move their counts
+-- Progress never goes backwards, even while workers move their counts
 -- from shared memory to the tables: 3000 short items at concurrency 4,
--- polled without pause.
+-- polled without pause through bf_progress and the batchflow.progress view
+-- in turns.
 SELECT bf_register('progress_live_quick', $j${"nodes": [
   {"id": "quick", "type": "loop", "loopType": "parallel", "concurrency": 4,
    "inputSource": {"variable": "things"},
    "children": [{"id": "sleep", "type": "activity", "activity": "sql",
                  "sql": "SELECT pg_sleep(0.002)"}]}]}$j$) > 0 AS registered;
-CREATE TABLE progress_live_done (n serial, done bigint, total bigint);
+CREATE TABLE progress_live_done (n serial, source text, done bigint, total bigint);
 CREATE FUNCTION progress_live_poll_fast(p_run bigint) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     p record;
+    v record;
     t0 timestamptz := clock_timestamp();
 BEGIN
     LOOP
         SELECT * INTO p FROM bf_progress(p_run);
-        INSERT INTO progress_live_done (done, total) VALUES (p.completed + p.failed, p.total);
+        INSERT INTO progress_live_done (source, done, total)
+        VALUES ('bf_progress', p.completed + p.failed, p.total);
+        SELECT * INTO v FROM batchflow.progress WHERE run_id = p_run;
+        INSERT INTO progress_live_done (source, done, total)
+        VALUES ('view', v.completed + v.failed, v.total);
         EXIT WHEN p.status <> 'running' OR clock_timestamp() > t0 + interval '60 seconds';
     END LOOP;
 END;
@@ -114,11 +120,14 @@ $$;
 SELECT bf_start('progress_live_quick',
                 jsonb_build_object('things', (SELECT jsonb_agg(g) FROM generate_series(1, 3000) g))) AS run \gset
 SELECT progress_live_poll_fast(:run);
-SELECT count(*) > 10 AS many_samples,
+SELECT source,
+       count(*) > 10 AS many_samples,
        count(*) FILTER (WHERE done < prev) AS went_backwards,
        bool_and(done <= total) AS never_above_total,
        max(done) AS last_done
-  FROM (SELECT done, total, lag(done) OVER (ORDER BY n) AS prev FROM progress_live_done) s;
+  FROM (SELECT source, done, total, lag(done) OVER (PARTITION BY source ORDER BY n) AS prev
+          FROM progress_live_done) s
+ GROUP BY source ORDER BY source;
 DROP FUNCTION progress_live_poll_fast(bigint);
 DROP TABLE progress_live_done;
 
