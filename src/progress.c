@@ -27,6 +27,14 @@
  *	  the launcher takes it in exclusive mode, after waiting for every
  *	  transaction that counted without the lock to end.
  *
+ *	  A reader adds the counters it sees in its snapshot to the pending
+ *	  counts it reads in shared memory a moment later; a write that
+ *	  commits in between would be counted twice or not at all.  So each
+ *	  slot remembers its last write (transaction id, amounts, whether the
+ *	  commit callback applied it), and the reader corrects by that batch
+ *	  (bf_progress_slot_pending); bf_progress also re-reads when any write
+ *	  happened during its query (moves_begun/moves_done).
+ *
  *	  The same commit callback keeps, per loop, a ring of (time, items
  *	  done) samples from which the views compute the recent rate.
  *
