@@ -10,9 +10,12 @@
 # connection), on 127.0.0.1, answering /sleep?ms=MS after MS ms (default
 # 100) and counting how many requests wait at once.  For each cap:
 #
-#   1. the server alone: bench/http_load.py sends the same number of
-#      requests, cap at a time, over keep-alive connections; its rate is
-#      what the server (and this machine) can give, whoever the client;
+#   1. the server without batchflow: bench/http_load.py sends the same
+#      number of requests, cap at a time, over keep-alive connections.
+#      It is itself Python, so at high caps this rate is the client's
+#      limit as much as the server's; the server's CPU time per request,
+#      measured during the batchflow runs (srv cpu/it), tells how much of
+#      the machine the endpoint really takes;
 #   2. batchflow: a parallel loop with concurrency = cap and one http child
 #      (GET /sleep?ms=MS) over the items (200 for cap 5, 1000 otherwise,
 #      or --items); throughput = items / (last item's end - first item's
@@ -24,7 +27,8 @@
 # min and max.  The goal of issue 5 is a ratio >= 90 % of cap / latency.
 # The cluster (bench/lib.sh, 10 workers) gets batchflow.max_concurrency =
 # 200 in postgresql.conf.  --tsv FILE also writes one line per cap:
-#   cap items latency_ms rate_median rate_min rate_max ideal ratio peak server_alone_rate
+#   cap items latency_ms rate_median rate_min rate_max ideal ratio peak
+#   server_alone_rate bf_cpu_ms_per_item server_cpu_ms_per_item
 # Exits non-zero when a run fails, a peak differs from its cap or the
 # request count is off; a ratio below 90 % is reported, not fatal.
 set -euo pipefail
@@ -77,6 +81,18 @@ stats() { python3 -c 'import json, sys, urllib.request
 s = json.load(urllib.request.urlopen(sys.argv[1] + "/stats"))
 print(s["peak"], s.get("paths", {}).get("/sleep", s["requests"]))' "$BASE"; }
 reset() { python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/reset").read()' "$BASE"; }
+# CPU time (ms, user + system) used so far by the given processes.
+TICK_MS=$((1000 / $(getconf CLK_TCK)))
+cpu_ms() {
+	local t=0 p f
+	for p in "$@"; do
+		f=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+		f=${f##*) }	# the fields after the command name
+		set -- $f
+		t=$((t + (${12} + ${13}) * TICK_MS))
+	done
+	echo $t
+}
 
 bench_cluster_start
 echo "batchflow.max_concurrency = 200" >>"$BENCH_DIR/data/postgresql.conf"
@@ -96,7 +112,7 @@ mmm() { sort -g | awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[
 
 fail=0
 [ -n "$TSV" ] && : >"$TSV"
-printf '\n%5s %6s %10s %22s %8s %7s %6s %14s\n' cap items "server/s" "batchflow items/s" ideal ratio peak "start->end s"
+printf '\n%5s %6s %10s %22s %8s %7s %6s %8s %10s %10s\n' cap items "server/s" "batchflow items/s" ideal ratio peak "start->end" "bf cpu/it" "srv cpu/it"
 for cap in $CAPS; do
 	n=${ITEMS:-$([ "$cap" -le 5 ] && echo 200 || echo 1000)}
 	ideal=$(awk -v c="$cap" -v l="$LATENCY" 'BEGIN { printf "%.1f", c * 1000 / l }')
@@ -118,15 +134,22 @@ SELECT bf_register(:'name', jsonb_build_object('nodes', jsonb_build_array(
                                'url', :'url', 'timeoutMs', 30000))))));
 SQL
 	rates=()
+	bfcpu=()
+	svcpu=()
 	peaks=()
 	spans=()
 	for rep in $(seq 1 "$REPS"); do
 		reset
+		pids=$(bq -c "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE backend_type IN ('batchflow worker', 'batchflow launcher')")
+		bf0=$(cpu_ms $pids)
+		sv0=$(cpu_ms "$SERVER_PID")
 		run=$(bench_start "http_cap$cap" "$n")
 		if ! bench_wait "$run" '10 minutes'; then
 			fail=1
 			continue
 		fi
+		bfcpu+=("$(awk -v a="$bf0" -v b="$(cpu_ms $pids)" -v n="$n" 'BEGIN { printf "%.2f", (b - a) / n }')")
+		svcpu+=("$(awk -v a="$sv0" -v b="$(cpu_ms "$SERVER_PID")" -v n="$n" 'BEGIN { printf "%.2f", (b - a) / n }')")
 		read -r peak requests < <(stats)
 		read -r rate span < <(bq -F ' ' -c "SELECT round($n / extract(epoch FROM max(i.finished_at) - min(i.started_at))::numeric, 1),
 		                                            round(extract(epoch FROM r.finished_at - r.started_at)::numeric, 2)
@@ -149,16 +172,22 @@ SQL
 	read -r med lo hi < <(printf '%s\n' "${rates[@]}" | mmm)
 	peak=$(printf '%s\n' "${peaks[@]}" | sort -u | paste -sd/)
 	span=$(printf '%s\n' "${spans[@]}" | mmm | cut -d' ' -f1)
+	bfc=$(printf '%s\n' "${bfcpu[@]}" | mmm | cut -d' ' -f1)
+	svc=$(printf '%s\n' "${svcpu[@]}" | mmm | cut -d' ' -f1)
 	ratio=$(awk -v r="$med" -v i="$ideal" 'BEGIN { printf "%.1f", 100 * r / i }')
-	printf '%5s %6s %10s %8s [%5s-%6s] %8s %6s%% %6s %14s\n' "$cap" "$n" "$alone" "$med" "$lo" "$hi" "$ideal" "$ratio" "$peak" "$span"
-	[ -n "$TSV" ] && printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
-		"$cap" "$n" "$LATENCY" "$med" "$lo" "$hi" "$ideal" "$ratio" "$peak" "$alone" >>"$TSV"
+	printf '%5s %6s %10s %8s [%5s-%6s] %8s %6s%% %6s %8ss %8sms %8sms\n' "$cap" "$n" "$alone" "$med" "$lo" "$hi" "$ideal" "$ratio" "$peak" "$span" "$bfc" "$svc"
+	[ -n "$TSV" ] && printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+		"$cap" "$n" "$LATENCY" "$med" "$lo" "$hi" "$ideal" "$ratio" "$peak" "$alone" "$bfc" "$svc" >>"$TSV"
 	awk -v r="$ratio" 'BEGIN { exit !(r < 90) }' &&
 		echo "      below the goal: $ratio % of cap / latency (goal >= 90 %)"
 done
 echo
-echo "server/s: the endpoint alone (bench/http_load.py, same requests and concurrency);"
+echo "server/s: the endpoint driven by bench/http_load.py instead of batchflow (a Python client:"
+echo "  at high caps it is the client's limit too), same requests and concurrency;"
 echo "items/s: items / (last item end - first item start), median [min-max];"
 echo "ideal: cap / latency; peak: the server's largest number of requests at once;"
-echo "start->end: bf_start to the run's end, median seconds."
+echo "start->end: bf_start to the run's end, median seconds;"
+echo "bf cpu/it, srv cpu/it: CPU time (user + system) of the batchflow launcher and workers,"
+echo "and of the endpoint, per item (median): with $(nproc) cores, the two together bound items/s."
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine slows every figure)"
 exit $fail
