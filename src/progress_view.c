@@ -206,12 +206,7 @@ bf_check_run(int64 run_id)
 				 errhint("The runs you can see are listed in the batchflow.runs view.")));
 	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
 										   SPI_tuptable->tupdesc, 1, &isnull));
-	if (!bf_can_manage(owner))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for run " INT64_FORMAT, run_id),
-				 errdetail("The run was started by another role."),
-				 errhint("Only the role that started a run, its members, superusers and members of batchflow_admin may watch it.")));
+	bf_check_run_access(run_id, owner, GetUserId());
 }
 
 /*
