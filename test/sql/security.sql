@@ -278,6 +278,25 @@ SELECT name, setting, unit, context FROM pg_settings
  WHERE name IN ('batchflow.max_items_per_run', 'batchflow.max_item_size', 'batchflow.max_definition_size')
  ORDER BY name;
 
+-- 8. Every table of the extension has row-level security, and every view
+-- the public may read either reads as its caller or is a security barrier
+-- (a table or view added later must not open a hole).
+SELECT c.relname AS table_without_rls
+  FROM pg_class c
+ WHERE c.relnamespace = 'batchflow'::regnamespace AND c.relkind IN ('r', 'p')
+   AND NOT c.relrowsecurity;
+SELECT c.relname AS leaky_view
+  FROM pg_class c
+ WHERE c.relnamespace = 'batchflow'::regnamespace AND c.relkind = 'v'
+   AND has_table_privilege('public', c.oid, 'SELECT')
+   AND NOT coalesce(c.reloptions && ARRAY['security_invoker=true', 'security_barrier=true'], false);
+-- No function of the extension is SECURITY DEFINER.
+SELECT p.oid::regprocedure AS security_definer
+  FROM pg_proc p JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+ WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'batchflow')
+   AND p.prosecdef;
+
 -- Clean up.
 SET client_min_messages = warning;
 DELETE FROM batchflow.run WHERE version_id IN
