@@ -74,3 +74,24 @@ SELECT batchflow.truncate_jsonb('{"a": 1}') AS small,
 
 -- A run with no failures has an empty report.
 SELECT count(*) AS report_rows FROM bf_report(:run) WHERE loop_id = 'after';
+
+-- bf_retry re-opens a loop: its counts are recounted from the items and end
+-- exact.  Items that are multiples of 7 fail until the table says fixed.
+CREATE TABLE progress_report_fixed (fixed int);
+GRANT SELECT ON progress_report_fixed TO PUBLIC;
+SELECT bf_register('progress_report_redo', $j${"nodes": [
+  {"id": "divide", "type": "loop", "loopType": "parallel", "concurrency": 3,
+   "inputSource": {"variable": "things"}, "errorStrategy": "continue",
+   "children": [{"id": "div", "type": "activity", "activity": "sql",
+                 "sql": "SELECT 1 / (($1)::int % 7 + (SELECT count(*) FROM progress_report_fixed)::int)"}]}]}$j$) > 0 AS registered;
+SELECT bf_start('progress_report_redo',
+                jsonb_build_object('things', (SELECT jsonb_agg(g) FROM generate_series(1, 30) g))) AS run \gset
+SELECT bf_wait(:run, '1 minute');
+SELECT loop_id, status, total, completed, failed, percent FROM bf_progress(:run);
+INSERT INTO progress_report_fixed VALUES (1);
+SELECT bf_retry(:run) AS requeued;
+SELECT bf_wait(:run, '1 minute');
+SELECT loop_id, status, total, completed, failed, active, percent, eta FROM bf_progress(:run);
+SELECT loop_id, succeeded, failed, skipped, remaining, failed_attempts FROM bf_summary(:run);
+SELECT count(*) AS report_rows FROM bf_report(:run);
+DROP TABLE progress_report_fixed;
