@@ -276,7 +276,14 @@ bf_wait(PG_FUNCTION_ARGS)
 		ConditionVariableCancelSleep();
 
 	bf_restore_user(&saved);
-	result = cstring_to_text(status);
+	/*
+	 * status lives in SPI's procedure context, which SPI_finish frees: build
+	 * the result in the caller's context (SPI_palloc), or several bf_wait
+	 * calls in one statement read each other's freed memory.
+	 */
+	result = (text *) SPI_palloc(VARHDRSZ + strlen(status));
+	SET_VARSIZE(result, VARHDRSZ + strlen(status));
+	memcpy(VARDATA(result), status, strlen(status));
 	SPI_finish();
 	PG_RETURN_TEXT_P(result);
 }
