@@ -7,10 +7,15 @@
 -- valid UTF-8, and the backend must stay up.
 --
 -- The number of cases is the psql variable "cases" (5,000 here;
--- bench/fuzz.sh runs a million); the seed is fixed, so a failure repeats.
+-- bench/fuzz.sh runs a million), the random seed the variable "seed"
+-- (0.8 here); a failure repeats with the same seed.
 \if :{?cases}
 \else
 \set cases 5000
+\endif
+\if :{?seed}
+\else
+\set seed 0.8
 \endif
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS batchflow;
@@ -121,7 +126,7 @@ CREATE TABLE fuzz_finding (n int, sqlstate text, message text, definition jsonb)
 
 -- Register "cases" mutated definitions; count the outcomes.  An accepted
 -- definition is rolled back at once (SQLSTATE BFOK0) so that nothing stays.
-CREATE FUNCTION fuzz_run(cases int) RETURNS TABLE (outcome text, n bigint) LANGUAGE plpgsql AS $$
+CREATE FUNCTION fuzz_run(cases int, seed float8) RETURNS TABLE (outcome text, n bigint) LANGUAGE plpgsql AS $$
 DECLARE
     seeds jsonb[] := ARRAY[
         '{"nodes": [
@@ -154,7 +159,7 @@ DECLARE
     det text;
     counts jsonb := '{}';
 BEGIN
-    PERFORM setseed(0.8);
+    PERFORM setseed(seed);
     FOR c IN 1 .. cases LOOP
         d := fuzz_pick(seeds);
         FOR m IN 1 .. 1 + floor(random() * 3)::int LOOP
@@ -191,7 +196,7 @@ $$;
 
 -- The parser's NOTICEs about long identifiers in broken SQL are not findings.
 SET client_min_messages = warning;
-CREATE TEMP TABLE fuzz_result AS SELECT * FROM fuzz_run(:cases);
+CREATE TEMP TABLE fuzz_result AS SELECT * FROM fuzz_run(:cases, :seed);
 RESET client_min_messages;
 SELECT (SELECT n FROM fuzz_result WHERE outcome = 'cases') = :cases AS all_cases_ran,
        (SELECT n FROM fuzz_result WHERE outcome = 'accepted') > 0 AS some_accepted,
@@ -207,4 +212,4 @@ SELECT count(*) AS stored FROM batchflow.workflow WHERE name = 'fuzz_wf';
 SELECT * FROM fuzz_result;
 \endif
 DROP TABLE fuzz_finding, fuzz_result;
-DROP FUNCTION fuzz_run(int), fuzz_mutate(jsonb), fuzz_value(), fuzz_string(), fuzz_pick(anyarray);
+DROP FUNCTION fuzz_run(int, float8), fuzz_mutate(jsonb), fuzz_value(), fuzz_string(), fuzz_pick(anyarray);
