@@ -111,7 +111,6 @@ typedef struct BfLoopInfo
 	int64		loop_ref;		/* hash key */
 	int64		run_id;
 	Oid			owner;
-	bool		owner_exists;
 	bool		is_activity;	/* a top-level activity run as a one-item loop */
 	bool		has_http;		/* does any child call HTTP? (http_batch.c) */
 	char	   *node_id;

@@ -19,13 +19,11 @@
 #include "postgres.h"
 
 #include "catalog/namespace.h"
-#include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
-#include "utils/syscache.h"
 
 #include "batchflow.h"
 
@@ -116,7 +114,6 @@ bf_loop_info_load(int64 loop_ref, MemoryContext cxt)
 	info->loop_ref = loop_ref;
 	info->run_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 	info->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
-	info->owner_exists = SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(info->owner));
 	info->is_activity = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
 	info->node_id = SPI_getvalue(tup, desc, 4);
 	info->output_var = info->is_activity ? SPI_getvalue(tup, desc, 5) : NULL;
