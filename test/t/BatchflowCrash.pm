@@ -47,7 +47,7 @@ SELECT bf_register('fill', '{"nodes": [
   {"id": "fill", "type": "loop", "loopType": "parallel", "concurrency": 10,
    "inputSource": {"variable": "items"},
    "children": [{"id": "put", "type": "activity", "activity": "sql",
-                 "sql": "INSERT INTO sink (item) SELECT ($1)::int FROM pg_sleep(0.01) RETURNING item"}]}]}');
+                 "sql": "INSERT INTO sink (item) SELECT ($1)::int FROM pg_sleep(0.025) RETURNING item"}]}]}');
 });
 	return $node->safe_psql('postgres',
 		qq{SELECT bf_start('fill', jsonb_build_object('items',
