@@ -169,7 +169,7 @@ bf_http_host_allowed(const char *url, char **error)
 	}
 
 	list = pstrdup(bf_http_allowed_hosts);
-	if (!SplitIdentifierString(list, ',', &hosts))
+	if (!SplitGUCList(list, ',', &hosts))
 	{
 		curl_free(host);
 		curl_url_cleanup(u);
@@ -346,15 +346,16 @@ bf_http_prepare(BfChild *child, const BfTemplateContext *ctx,
 	curl_easy_setopt(req->easy, CURLOPT_HEADERDATA, req);
 	curl_easy_setopt(req->easy, CURLOPT_PRIVATE, req);
 	curl_easy_setopt(req->easy, CURLOPT_ACCEPT_ENCODING, "");
-	if (strcmp(req->method, "HEAD") == 0)
-		curl_easy_setopt(req->easy, CURLOPT_NOBODY, 1L);
-	else if (strcmp(req->method, "GET") != 0)
-		curl_easy_setopt(req->easy, CURLOPT_CUSTOMREQUEST, req->method);
 	if (req->request_body != NULL)
 	{
 		curl_easy_setopt(req->easy, CURLOPT_POSTFIELDSIZE, (long) strlen(req->request_body));
 		curl_easy_setopt(req->easy, CURLOPT_POSTFIELDS, req->request_body);
 	}
+	/* POSTFIELDS alone would make any method a POST: name it explicitly. */
+	if (strcmp(req->method, "HEAD") == 0)
+		curl_easy_setopt(req->easy, CURLOPT_NOBODY, 1L);
+	else if (strcmp(req->method, "GET") != 0 || req->request_body != NULL)
+		curl_easy_setopt(req->easy, CURLOPT_CUSTOMREQUEST, req->method);
 	return req;
 }
 

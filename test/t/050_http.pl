@@ -188,6 +188,16 @@ query('SELECT pg_reload_conf()');
 sleep 1;
 $run = run_items('host', '["127.0.0.1"]');
 pass('a host in the allow-list is called');
+# A long host name (over 63 bytes) in the list is kept whole: the request
+# gets past the allow-list and fails only on name resolution.
+my $long = ('a' x 70) . '.invalid';
+query(qq{ALTER SYSTEM SET batchflow.http_allowed_hosts = '127.0.0.1, $long'});
+query('SELECT pg_reload_conf()');
+sleep 1;
+$run = $node->safe_psql('postgres', qq{SELECT bf_start('host', '{"items": ["$long"]}')});
+$node->safe_psql('postgres', "SELECT bf_wait($run, '1 minute')");
+unlike(query("SELECT error FROM batchflow.items WHERE run_id = $run"),
+	qr/http_allowed_hosts/, 'a 78-byte allow-list entry matches its host');
 query('ALTER SYSTEM RESET batchflow.http_allowed_hosts');
 query('SELECT pg_reload_conf()');
 
@@ -209,6 +219,13 @@ is(query("SELECT status || ' ' || error FROM batchflow.items WHERE run_id = $run
 is(query("SELECT status || ' ' || (output -> 'body') FROM batchflow.items WHERE run_id = $run AND idx = 4"),
 	'succeeded null', 'a 204 succeeds with a null body');
 is(query("SELECT status FROM batchflow.items WHERE run_id = $run AND idx = 5"), 'failed', 'unknown path: 404 fails');
+
+# A body does not change the method: GET with a body stays GET.
+register('getbody', q{"loopType": "sequential"},
+	qq{[{"id": "call", "type": "activity", "activity": "http", "method": "GET", "url": "$base/echo", "body": {"q": "{{item}}"}}]});
+$run = run_items('getbody', '["x"]');
+is(query("SELECT (output -> 'body' ->> 'method') || ' ' || (output -> 'body' ->> 'body') FROM batchflow.items WHERE run_id = $run"),
+	'GET {"q": "x"}', 'a GET with a body is sent as GET, with the body');
 
 # 8. SQL, then HTTP, then SQL in one item: each child gets the previous one's output.
 query('CREATE TABLE mixed_sink (idx int PRIMARY KEY, sent jsonb, status int)');
