@@ -51,6 +51,29 @@ static int64 rr_cursor = 0;
 
 static SPIPlanPtr open_loops_plan = NULL;
 static SPIPlanPtr claim_parallel_plan = NULL;
+static SPIPlanPtr claim_parallel_from_plan = NULL;
+
+/*
+ * Where to start looking in a parallel loop.  Items are claimed in index
+ * order, so everything below the last index this worker claimed is almost
+ * always finished or executing; scanning from index 0 every time would
+ * walk over all of them (and over their dead index entries until vacuum),
+ * which gets slower as a big loop progresses.  Every BF_FULL_SCAN_EVERY-th
+ * claim, and whenever nothing is found above the hint, the scan starts at
+ * 0 again, so a retried or re-queued item with a low index is not left
+ * behind.  Direct-mapped by loop id; a collision just loses a hint.
+ */
+#define BF_CLAIM_HINTS 64
+#define BF_FULL_SCAN_EVERY 64
+
+typedef struct BfClaimHint
+{
+	int64		loop_ref;
+	int32		next;			/* claim from this index first */
+	uint32		claims;
+} BfClaimHint;
+
+static BfClaimHint claim_hints[BF_CLAIM_HINTS];
 static SPIPlanPtr claim_sequential_plan = NULL;
 static SPIPlanPtr remaining_plan = NULL;
 
@@ -131,6 +154,11 @@ bf_prepare_claim_plans(void)
 									   "   AND (not_before IS NULL OR not_before <= clock_timestamp())"
 									   " ORDER BY idx LIMIT 1"
 									   " FOR UPDATE SKIP LOCKED", 1);
+	claim_parallel_from_plan = bf_keep_plan("SELECT idx, item, attempts FROM batchflow.item"
+											" WHERE loop_ref = $1 AND idx >= $2 AND status = 'pending'"
+											"   AND (not_before IS NULL OR not_before <= clock_timestamp())"
+											" ORDER BY idx LIMIT 1"
+											" FOR UPDATE SKIP LOCKED", 2);
 	claim_sequential_plan = bf_keep_plan("SELECT idx, item, attempts, not_before, status"
 										 "  FROM batchflow.item"
 										 " WHERE loop_ref = $1 AND status IN ('pending', 'running')"
@@ -153,13 +181,38 @@ bf_claim_in_loop(int64 loop_ref, int cap, bool sequential, TimestampTz now,
 				 LOCKTAG *tag, TimestampTz *due)
 {
 	Datum		arg = Int64GetDatum(loop_ref);
+	BfClaimHint *hint = &claim_hints[(uint64) loop_ref % BF_CLAIM_HINTS];
 
 	if (!bf_take_slot(loop_ref, cap, tag))
 		return BF_NO_SLOT;
 
-	if (SPI_execute_plan(sequential ? claim_sequential_plan : claim_parallel_plan,
+	if (hint->loop_ref != loop_ref)
+	{
+		hint->loop_ref = loop_ref;
+		hint->next = 0;
+		hint->claims = 0;
+	}
+	SPI_processed = 0;
+	/* Only workers use hints: batchflow.claim_item must stay repeatable. */
+	if (IsBackgroundWorker && !sequential && hint->next > 0 &&
+		++hint->claims % BF_FULL_SCAN_EVERY != 0)
+	{
+		Datum		args[2] = {arg, Int32GetDatum(hint->next)};
+
+		if (SPI_execute_plan(claim_parallel_from_plan, args, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not claim an item of loop " INT64_FORMAT, loop_ref);
+	}
+	if (SPI_processed == 0 &&
+		SPI_execute_plan(sequential ? claim_sequential_plan : claim_parallel_plan,
 						 &arg, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not claim an item of loop " INT64_FORMAT, loop_ref);
+	if (SPI_processed == 1 && !sequential)
+	{
+		bool		isnull;
+
+		hint->next = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+												 SPI_tuptable->tupdesc, 1, &isnull)) + 1;
+	}
 
 	if (SPI_processed == 1 && sequential)
 	{
