@@ -271,6 +271,20 @@ bf_claim_next(BfClaim *claim, TimestampTz *next_due,
 	loops = SPI_tuptable;
 	nloops = SPI_processed;
 
+	/* Forget cached loops that closed meanwhile (the list is by id). */
+	{
+		int64	   *ids = palloc(sizeof(int64) * Max(nloops, 1));
+
+		for (uint64 i = 0; i < nloops; i++)
+		{
+			bool		isnull;
+
+			ids[i] = DatumGetInt64(SPI_getbinval(loops->vals[i], loops->tupdesc, 1, &isnull));
+		}
+		bf_loop_cache_retain(ids, (int) nloops);
+		pfree(ids);
+	}
+
 	/* Round robin: start after the loop served last. */
 	while (first < nloops)
 	{

@@ -95,11 +95,12 @@ bf_loop_info_load(int64 loop_ref, MemoryContext cxt)
 	TupleDesc	desc;
 	bool		isnull;
 	char	   *strategy;
+	bool		uses_context = false;
 
 	if (SPI_execute_with_args("SELECT l.run_id, r.owner, l.kind = 'activity', l.node_id,"
 							  "       l.node ->> 'output', l.total, l.sequential,"
 							  "       l.concurrency, l.error_strategy, l.max_retries,"
-							  "       l.retry_delay_ms, r.vars"
+							  "       l.retry_delay_ms"
 							  "  FROM batchflow.loop l JOIN batchflow.run r ON r.id = l.run_id"
 							  " WHERE l.id = $1",
 							  1, &argtype, &arg, NULL, true, 1) != SPI_OK_SELECT)
@@ -129,7 +130,6 @@ bf_loop_info_load(int64 loop_ref, MemoryContext cxt)
 		info->strategy = BF_FAIL_FAST;
 	info->max_retries = DatumGetInt32(SPI_getbinval(tup, desc, 10, &isnull));
 	info->retry_delay_ms = DatumGetInt32(SPI_getbinval(tup, desc, 11, &isnull));
-	info->vars = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 12, &isnull));
 	MemoryContextSwitchTo(oldcxt);
 
 	if (SPI_execute_with_args("SELECT c ->> 'id', c ->> 'activity', c ->> 'sql',"
@@ -160,8 +160,28 @@ bf_loop_info_load(int64 loop_ref, MemoryContext cxt)
 		child->plan = NULL;
 		if (child->activity != NULL && strcmp(child->activity, "http") == 0)
 			info->has_http = true;
+		if (child->uses_context)
+			uses_context = true;
 	}
 	MemoryContextSwitchTo(oldcxt);
+
+	/*
+	 * The run's variables are only needed for the $3 context, and they can
+	 * be large (a loop's whole input array is often one of them): keep a
+	 * copy only when some child refers to $3.
+	 */
+	if (uses_context)
+	{
+		if (SPI_execute_with_args("SELECT r.vars FROM batchflow.loop l"
+								  "  JOIN batchflow.run r ON r.id = l.run_id WHERE l.id = $1",
+								  1, &argtype, &arg, NULL, true, 1) != SPI_OK_SELECT ||
+			SPI_processed != 1)
+			elog(ERROR, "could not read the variables of loop " INT64_FORMAT, loop_ref);
+		oldcxt = MemoryContextSwitchTo(cxt);
+		info->vars = DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0],
+													  SPI_tuptable->tupdesc, 1, &isnull));
+		MemoryContextSwitchTo(oldcxt);
+	}
 	return info;
 }
 
@@ -237,6 +257,46 @@ bf_loop_info(int64 loop_ref)
 		return NULL;
 	}
 	return entry->info;
+}
+
+/*
+ * Drop the cached loops that are not in open_ids (sorted ascending, n of
+ * them): loops closed by other workers would otherwise stay cached, with
+ * their plans, until the cache is full.
+ */
+void
+bf_loop_cache_retain(const int64 *open_ids, int n)
+{
+	HASH_SEQ_STATUS status;
+	BfLoopCacheEntry *e;
+	int64		stale[BF_LOOP_CACHE_MAX];
+	int			nstale = 0;
+
+	if (loop_cache == NULL || hash_get_num_entries(loop_cache) <= n)
+		return;
+	hash_seq_init(&status, loop_cache);
+	while ((e = hash_seq_search(&status)) != NULL)
+	{
+		int			lo = 0;
+		int			hi = n - 1;
+		bool		found = false;
+
+		while (lo <= hi && !found)
+		{
+			int			mid = (lo + hi) / 2;
+
+			if (open_ids[mid] == e->loop_ref)
+				found = true;
+			else if (open_ids[mid] < e->loop_ref)
+				lo = mid + 1;
+			else
+				hi = mid - 1;
+		}
+		if (!found && nstale < BF_LOOP_CACHE_MAX)
+			stale[nstale++] = e->loop_ref;
+	}
+	for (int i = 0; i < nstale; i++)
+		bf_loop_info_forget(stale[i]);
 }
 
 /* Drop a loop from the cache (it closed, or its plans must be redone). */
