@@ -27,6 +27,7 @@
 #include "utils/timestamp.h"
 
 #include "batchflow.h"
+#include "progress.h"
 
 static SPIPlanPtr success_plan = NULL;
 static SPIPlanPtr activity_output_plan = NULL;
@@ -117,6 +118,7 @@ bf_record_result(BfClaim *claim, BfItemResult *result)
 		args[3] = result->output;
 		nulls[3] = result->output_isnull ? 'n' : ' ';
 		bf_run_plan(success_plan, args, nulls, SPI_OK_UPDATE);
+		bf_progress_item_ended(claim);
 
 		if (loop->is_activity)
 		{
@@ -166,6 +168,8 @@ bf_record_result(BfClaim *claim, BfItemResult *result)
 	}
 
 	bf_run_plan(failed_plan, args, nulls, SPI_OK_UPDATE);
+	/* Before the loop's status change, whose trigger announces its counts. */
+	bf_progress_item_ended(claim);
 	if (loop->strategy == BF_FAIL_FAST || loop->is_activity || result->fatal)
 	{
 		Datum		largs[2];

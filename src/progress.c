@@ -12,8 +12,10 @@
  *	  runs out of work.  The write is one statement in the transaction of
  *	  the item that triggers it, so it costs no commit of its own, and no
  *	  two workers ever update the same row.  The same write announces the
- *	  loop's progress with NOTIFY batchflow_progress, at most once per
- *	  loop per batchflow.progress_interval.
+ *	  progress of a running loop with NOTIFY batchflow_progress, at most
+ *	  once per loop per batchflow.progress_interval.  A payload computed in
+ *	  the worker's transaction counts the items it just recorded as ended,
+ *	  not as active as well (bf_progress_shown_ended).
  *
  *	  Exactness: pending counts change only when a transaction commits
  *	  (an XactCallback), so counters + pending = items finished, at every
@@ -90,6 +92,17 @@ static bool txn_move_begun = false; /* counted in moves_begun at pre-commit */
 static int	txn_nflushed = 0;
 static BfCount txn_flushed_pending[BF_PENDING_LOOPS];
 
+/*
+ * Items this transaction recorded as ended that this worker's slot still
+ * shows as executing (it is cleared only after the commit), and which
+ * publication of the slot they belong to.  A payload or view computed in
+ * this transaction counts them as ended, so it must not count them as
+ * active too (bf_progress_shown_ended).
+ */
+static int32 txn_ended_shown = 0;
+static int32 txn_shown_idx = -1;
+static TimestampTz txn_shown_at = 0;
+
 /* Launcher: pending counts to discard when its rebuild commits. */
 static bool discard_at_commit = false;
 static bool discard_all = false;
@@ -109,6 +122,7 @@ static BfTrackedLoop *bf_tracked_loop(int64 loop_ref, bool create);
 static void bf_count_add(BfCount *counts, int *n, int max, int64 loop_ref,
 						 int64 completed, int64 failed, bool *overflow);
 static void bf_note_uncounted(void);
+static void bf_progress_register_callback(void);
 
 /* Declare the progress and history GUCs (from _PG_init, in every backend). */
 void
@@ -268,6 +282,17 @@ bf_count_add(BfCount *counts, int *n, int max, int64 loop_ref,
 	(*n)++;
 }
 
+/* Have bf_progress_xact_callback called at the end of every transaction. */
+static void
+bf_progress_register_callback(void)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(bf_progress_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+}
+
 /*
  * First counting or writing of this transaction: announce it in the slot
  * (so that a rebuild waits for it), or, when a rebuild is starting or
@@ -281,11 +306,7 @@ bf_progress_enter(void)
 
 	if (txn_active)
 		return;
-	if (!xact_callback_registered)
-	{
-		RegisterXactCallback(bf_progress_xact_callback, NULL);
-		xact_callback_registered = true;
-	}
+	bf_progress_register_callback();
 	txn_active = true;
 
 	SpinLockAcquire(&my_pslot->mutex);
@@ -322,24 +343,85 @@ bf_progress_item_done(BfClaim *claim, BfItemResult *result)
 	BfLoopInfo *loop = claim->loop;
 	bool		final_failure;
 
+	if (!bf_progress_attach())
+		return;
+
+	/*
+	 * The same rule as bf_record_result: a retry with attempts left is not
+	 * final, unless the failure is fatal.
+	 */
+	final_failure = !result->ok &&
+		!(loop->strategy == BF_RETRY && claim->attempts + 1 <= loop->max_retries &&
+		  !result->fatal);
+	if (!result->ok && !final_failure)
+		return;
+
 	if (!bf_track_progress)
 	{
 		bf_note_uncounted();
 		return;
 	}
-	if (!bf_progress_attach())
-		return;
-
-	/* The same rule as bf_record_result: a retry with attempts left is not final. */
-	final_failure = !result->ok &&
-		!(loop->strategy == BF_RETRY && claim->attempts + 1 <= loop->max_retries);
-	if (!result->ok && !final_failure)
-		return;
 
 	bf_progress_enter();
 	bf_count_add(txn_delta, &txn_ndelta, BF_PENDING_LOOPS, loop->loop_ref,
 				 result->ok ? 1 : 0, result->ok ? 0 : 1, &txn_delta_overflow);
 	txn_items++;
+}
+
+/*
+ * The item of claim was just given a final status (succeeded or failed) in
+ * this transaction (called by bf_record_result, before anything that
+ * announces progress): if this worker's slot shows it as executing,
+ * remember that it does so no longer.  The slot shows either one item
+ * (idx >= 0: that item) or an HTTP batch (idx = -1: the items claimed by
+ * the time it was published, started_at).  A new publication of the slot
+ * starts the count afresh.
+ */
+void
+bf_progress_item_ended(BfClaim *claim)
+{
+	BfWorkerSlot *slot;
+	bool		shown;
+	int32		idx;
+	TimestampTz at;
+
+	if (!bf_progress_attach() || my_slotno >= BfState->nslots)
+		return;
+	slot = &BfState->slots[my_slotno];
+	SpinLockAcquire(&slot->mutex);
+	idx = slot->idx;
+	at = slot->started_at;
+	shown = slot->pid == MyProcPid && slot->run_id != 0 &&
+		slot->loop_ref == claim->loop->loop_ref &&
+		(idx >= 0 ? idx == claim->idx : claim->started_at <= at);
+	SpinLockRelease(&slot->mutex);
+	if (!shown)
+		return;
+
+	bf_progress_register_callback();
+	if (idx != txn_shown_idx || at != txn_shown_at)
+	{
+		txn_ended_shown = 0;
+		txn_shown_idx = idx;
+		txn_shown_at = at;
+	}
+	txn_ended_shown++;
+}
+
+/*
+ * How many of the items that worker slot slotno shows as executing (its
+ * publication idx, started_at) the current transaction has already
+ * recorded as ended: nonzero only in the worker's own transaction, whose
+ * snapshot counts them as ended.
+ */
+int32
+bf_progress_shown_ended(int slotno, int32 idx, TimestampTz started_at)
+{
+	if (slotno != my_slotno || txn_ended_shown == 0)
+		return 0;
+	if (idx != txn_shown_idx || started_at != txn_shown_at)
+		return 0;
+	return txn_ended_shown;
 }
 
 /*
@@ -420,7 +502,14 @@ bf_progress_write(TimestampTz now)
 		if (flush_plan == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 		SPI_keepplan(flush_plan);
-		notify_plan = SPI_prepare("SELECT pg_notify('batchflow_progress', batchflow._progress_json($1))",
+		/*
+		 * Only a running loop: a failed or cancelled one is announced by
+		 * the triggers when its status changes and when it closes, and the
+		 * counts written here are already in those payloads.
+		 */
+		notify_plan = SPI_prepare("SELECT pg_notify('batchflow_progress', batchflow._progress_json(l.id))"
+								  "  FROM batchflow.loop l"
+								  " WHERE l.id = $1 AND l.status = 'running'",
 								  1, ntypes);
 		if (notify_plan == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
@@ -684,6 +773,9 @@ bf_progress_reset_txn(void)
 	txn_move_begun = false;
 	txn_ndelta = txn_nflushed = 0;
 	txn_items = 0;
+	txn_ended_shown = 0;
+	txn_shown_idx = -1;
+	txn_shown_at = 0;
 }
 
 /*
@@ -759,11 +851,7 @@ bf_progress_xact_callback(XactEvent event, void *arg)
 void
 bf_progress_discard_on_commit(int64 *loops, int n)
 {
-	if (!xact_callback_registered)
-	{
-		RegisterXactCallback(bf_progress_xact_callback, NULL);
-		xact_callback_registered = true;
-	}
+	bf_progress_register_callback();
 	discard_at_commit = true;
 	discard_all = n < 0;
 	discard_loops = loops;

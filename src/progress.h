@@ -141,5 +141,7 @@ extern bool bf_progress_rate(int64 loop_ref, TimestampTz now, double *rate,
 extern int	bf_progress_written_slot(void);
 extern void bf_progress_moves_read(uint64 *begun, uint64 *done);
 extern int	bf_progress_slot_pending(int slotno, BfCount *counts);
+extern void bf_progress_item_ended(BfClaim *claim);
+extern int32 bf_progress_shown_ended(int slotno, int32 idx, TimestampTz started_at);
 
 #endif							/* BATCHFLOW_PROGRESS_H */

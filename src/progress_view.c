@@ -125,18 +125,30 @@ bf_sql_progress_live(PG_FUNCTION_ARGS)
 		int64		loop_ref;
 		bool		busy;
 		int32		nactive;
+		int32		idx;
+		TimestampTz started_at;
 		BfLive	   *e;
 
 		SpinLockAcquire(&slot->mutex);
 		busy = slot->pid != 0 && slot->run_id != 0;
 		loop_ref = slot->loop_ref;
 		nactive = slot->nactive;
+		idx = slot->idx;
+		started_at = slot->started_at;
 		SpinLockRelease(&slot->mutex);
 		if (!busy)
 			continue;
+
+		/*
+		 * In the worker's own transaction, the items it has just recorded
+		 * as ended are counted as such: not as active as well.
+		 */
+		nactive = Max(nactive, 1) - bf_progress_shown_ended(s, idx, started_at);
+		if (nactive <= 0)
+			continue;
 		e = bf_live_entry(live, &n, max, loop_ref);
 		if (e != NULL)
-			e->active += Max(nactive, 1);
+			e->active += nactive;
 	}
 
 	for (int i = 0; i < n; i++)

@@ -16,8 +16,10 @@
  *     for its last items), by counting batchflow.item.
  *
  * Progress is announced with NOTIFY batchflow_progress: by the workers at
- * the batched cadence (at most once per loop per progress interval), and by
- * the triggers below at every status change of a loop or a run.
+ * the batched cadence (at most once per loop per progress interval) while
+ * the loop runs, and by the triggers below at every status change of a
+ * loop or a run (a failed or cancelled loop with nothing left to run is
+ * announced once, when it closes).
  */
 
 -- Counts ----------------------------------------------------------------------
@@ -251,6 +253,16 @@ BEGIN
         UPDATE batchflow.loop_progress
            SET state = 'recount', updated_at = clock_timestamp()
          WHERE loop_ref = NEW.id;
+    ELSIF NEW.finished_at IS NULL AND NEW.status <> 'running'
+          AND NOT EXISTS (SELECT 1 FROM batchflow.item i
+                           WHERE i.loop_ref = NEW.id AND i.status IN ('pending', 'running')) THEN
+        /*
+         * Failed or cancelled with no item left to run or wait for: the
+         * next worker (or the launcher) closes it at once, with these very
+         * counts, and announces that.  Announcing both would send the same
+         * payload twice.
+         */
+        RETURN NULL;
     END IF;
     PERFORM pg_notify('batchflow_progress', batchflow._progress_json(NEW.id));
     RETURN NULL;

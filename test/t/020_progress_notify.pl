@@ -3,6 +3,11 @@
 # start, batched: a 1000-item loop announces its progress far fewer than
 # 1000 times, yet every status change is announced and the last payload of
 # the loop says completed = total.  A loop with failures announces them.
+#
+# No payload counts an item twice (as ended and as active, which the
+# payloads computed in the worker's own transaction used to do) and none
+# repeats the previous one: a one-item loop that fails sends exactly one
+# "failed" payload.
 
 use strict;
 use warnings;
@@ -39,6 +44,21 @@ SELECT bf_register('notify_fail', '{"nodes": [
    "errorStrategy": "continue",
    "children": [{"id": "div", "type": "activity", "activity": "sql",
                  "sql": "SELECT 1 / ((($1)::int) % 4)"}]}]}');
+SELECT bf_register('notify_one_fails', '{"nodes": [
+  {"id": "each", "type": "loop", "loopType": "sequential",
+   "inputSource": {"static": [1]},
+   "children": [{"id": "x", "type": "activity", "activity": "sql",
+                 "sql": "SELECT 1 / (($1)::int - 1)"}]}]}');
+SELECT bf_register('notify_first_fails', '{"nodes": [
+  {"id": "each", "type": "loop", "loopType": "sequential",
+   "inputSource": {"static": [1, 2]},
+   "children": [{"id": "x", "type": "activity", "activity": "sql",
+                 "sql": "SELECT 1 / (($1)::int - 1)"}]}]}');
+SELECT bf_register('notify_each', '{"nodes": [
+  {"id": "slow", "type": "loop", "loopType": "sequential",
+   "inputSource": {"static": [1, 2, 3]},
+   "children": [{"id": "nap", "type": "activity", "activity": "sql",
+                 "sql": "SELECT pg_sleep(0.05)"}]}]}');
 });
 
 # The listener: a psql session reading commands from a pipe.  psql prints
@@ -60,7 +80,30 @@ my $fail_run = $node->safe_psql('postgres', q{SELECT bf_start('notify_fail')});
 is($node->safe_psql('postgres', "SELECT bf_wait($fail_run, '2 minutes')"),
 	'succeeded', 'the run with failures ended');
 
-$in .= "SELECT 'end';\n\\q\n";
+my $one_run = $node->safe_psql('postgres', q{SELECT bf_start('notify_one_fails')});
+is($node->safe_psql('postgres', "SELECT bf_wait($one_run, '2 minutes')"),
+	'failed', 'the one-item loop failed');
+my $first_run = $node->safe_psql('postgres', q{SELECT bf_start('notify_first_fails')});
+is($node->safe_psql('postgres', "SELECT bf_wait($first_run, '2 minutes')"),
+	'failed', 'the two-item loop failed at its first item');
+
+# Every item writes its counts and announces them, in a transaction of its
+# own: the payloads sent from the item's own transaction.
+$node->safe_psql(
+	'postgres', q{
+ALTER SYSTEM SET batchflow.progress_batch_items = 1;
+ALTER SYSTEM SET batchflow.progress_interval = '10ms';
+ALTER SYSTEM SET batchflow.batch_time = 0;
+SELECT pg_reload_conf();
+});
+sleep(1);    # the idle workers reload their configuration when signalled
+my $each_run = $node->safe_psql('postgres', q{SELECT bf_start('notify_each')});
+is($node->safe_psql('postgres', "SELECT bf_wait($each_run, '2 minutes')"),
+	'succeeded', 'the three-item loop announcing every item succeeded');
+
+# bf_wait returns at the commit that finished the run; the notifications
+# of that commit may reach the listener a moment later.
+$in .= "SELECT pg_sleep(0.5);\nSELECT 'end';\n\\q\n";
 $listener->finish;
 is($listener->result(0), 0, 'the listener exited cleanly') or diag($err);
 
@@ -118,6 +161,70 @@ is_deeply(
 	[ @$flast{qw(status total completed failed)} ],
 	[ 'succeeded', 10, 8, 2 ],
 	'the last payload of the loop with failures counts them');
+
+# No payload counts an item both as ended and as still executing.
+my @over = grep {
+	defined $_->{loop}
+	  && $_->{completed} + $_->{failed} + $_->{skipped} + $_->{active} > $_->{total}
+} @payloads;
+is(scalar(@over), 0, 'no loop payload counts more ended and active items than the loop has')
+  or diag(explain(\@over));
+
+# The payloads of one run, in the order they arrived, as comparable lists.
+sub run_payloads
+{
+	my ($r) = @_;
+	return [
+		map {
+			defined $_->{loop}
+			  ? [ @$_{qw(kind loop status total completed failed skipped)}, sprintf('%.1f', $_->{percent}), $_->{active} ]
+			  : [ @$_{qw(kind status total completed failed skipped)} ]
+		} grep { $_->{run} == $r } @payloads ];
+}
+
+# A one-item loop whose item fails: one "failed" payload, counting the item
+# once, and the run's.
+is_deeply(
+	run_payloads($one_run),
+	[
+		[ 'run', 'running', 0, 0, 0, 0 ],
+		[ 'loop', 'each', 'running', 1, 0, 0, 0, '0.0', 0 ],
+		[ 'loop', 'each', 'failed', 1, 0, 1, 0, '100.0', 0 ],
+		[ 'run', 'failed', 1, 0, 1, 0 ],
+	],
+	'a failing one-item loop: exactly one failed payload, the item counted once'
+) or diag(explain(run_payloads($one_run)));
+
+# Two items, the first fails: the status change is announced by the
+# worker's transaction (the failed item not counted as active), then the
+# close with the second item skipped.
+is_deeply(
+	run_payloads($first_run),
+	[
+		[ 'run', 'running', 0, 0, 0, 0 ],
+		[ 'loop', 'each', 'running', 2, 0, 0, 0, '0.0', 0 ],
+		[ 'loop', 'each', 'failed', 2, 0, 1, 0, '50.0', 0 ],
+		[ 'loop', 'each', 'failed', 2, 0, 1, 1, '100.0', 0 ],
+		[ 'run', 'failed', 2, 0, 1, 1 ],
+	],
+	'fail-fast at the first of two items: status change, then close'
+) or diag(explain(run_payloads($first_run)));
+
+# A sequential loop announcing each item from the item's transaction: the
+# item just done is counted as completed, and nothing as active.
+is_deeply(
+	run_payloads($each_run),
+	[
+		[ 'run', 'running', 0, 0, 0, 0 ],
+		[ 'loop', 'slow', 'running', 3, 0, 0, 0, '0.0', 0 ],
+		[ 'loop', 'slow', 'running', 3, 1, 0, 0, '33.3', 0 ],
+		[ 'loop', 'slow', 'running', 3, 2, 0, 0, '66.7', 0 ],
+		[ 'loop', 'slow', 'running', 3, 3, 0, 0, '100.0', 0 ],
+		[ 'loop', 'slow', 'succeeded', 3, 3, 0, 0, '100.0', 0 ],
+		[ 'run', 'succeeded', 3, 3, 0, 0 ],
+	],
+	'every item announced from its own transaction, counted once'
+) or diag(explain(run_payloads($each_run)));
 
 $node->stop;
 done_testing();
