@@ -159,7 +159,9 @@ COMMENT ON COLUMN batchflow.item.error IS 'Error of the latest failed attempt';
 
 -- The claim: the next pending item of one loop, in index order.
 CREATE INDEX item_claim_idx ON batchflow.item (loop_ref, idx) WHERE status IN ('pending', 'running');
-CREATE INDEX item_run_idx ON batchflow.item (run_id, loop_ref, idx);
+-- A run's items in index order: keyset pages of batchflow.items (idx > n
+-- ORDER BY idx LIMIT k) read k entries of it.
+CREATE INDEX item_run_idx ON batchflow.item (run_id, idx, loop_ref);
 -- The launcher's look for items of HTTP workers that died.
 CREATE INDEX item_running_idx ON batchflow.item (worker_pid) WHERE status = 'running';
 

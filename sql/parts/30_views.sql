@@ -52,12 +52,24 @@ COMMENT ON COLUMN batchflow.runs.owner IS 'Role that started the run; activities
 COMMENT ON COLUMN batchflow.runs.current_node IS 'Index of the top-level node being executed';
 COMMENT ON COLUMN batchflow.runs.vars IS 'Run variables: input keys and saved activity outputs';
 
+/*
+ * An item a worker is executing stays 'pending' in batchflow.item (the
+ * worker holds its row locked; only HTTP items are committed as
+ * 'running'), so the view asks the workers' shared memory
+ * (batchflow.active_items(), read once per query) about pending items,
+ * and about them only.  l.run_id = i.run_id (true of every item) lets a
+ * loop_id condition find its one loop through the unique key (run_id,
+ * node_id) instead of every loop of that name.  The joins keep the order
+ * of the item index, so a keyset page (run_id, loop_id, idx > n ORDER BY
+ * idx LIMIT k) reads item_run_idx (run_id, idx, loop_ref) from n on and
+ * stops after k rows of the loop.
+ */
 CREATE VIEW batchflow.items AS
 SELECT i.run_id,
        l.node_id AS loop_id,
        i.idx,
        i.item,
-       CASE WHEN i.status = 'pending' AND a.pid IS NOT NULL THEN 'running' ELSE i.status END AS status,
+       CASE WHEN a.pid IS NOT NULL THEN 'running' ELSE i.status END AS status,
        i.attempts,
        coalesce(a.started_at, i.started_at) AS started_at,
        i.finished_at,
@@ -65,9 +77,10 @@ SELECT i.run_id,
        i.output,
        i.error
   FROM batchflow.item i
-  JOIN batchflow.loop l ON l.id = i.loop_ref
+  JOIN batchflow.loop l ON l.id = i.loop_ref AND l.run_id = i.run_id
   JOIN batchflow.run r ON r.id = i.run_id
-  LEFT JOIN batchflow.active_items() a ON a.loop_ref = i.loop_ref AND a.idx = i.idx
+  LEFT JOIN batchflow.active_items() a
+         ON i.status = 'pending' AND a.loop_ref = i.loop_ref AND a.idx = i.idx
  WHERE batchflow.visible(r.owner);
 COMMENT ON VIEW batchflow.items IS 'One row per item of the runs you may see; items executing right now show as running';
 COMMENT ON COLUMN batchflow.items.run_id IS 'Run id';

@@ -106,6 +106,23 @@ SELECT bool_or(l ~ 'Index Cond: .*\(idx > 54\) AND \(idx <= 79\)') AS page_reads
   FROM pg_temp.plan_of(format(
          'SELECT idx, status FROM batchflow.items WHERE run_id = %s AND loop_id = %L AND idx > %s AND idx <= %s + 25 ORDER BY idx',
          :run, 'greet', 54, 54)) l;
+-- A keyset page with LIMIT alone stops after its rows: the item index
+-- gives them in idx order (no sort of the rest of the loop, which sorting
+-- is forbidden here to make plain), and only 5 entries of it are read.
+CREATE FUNCTION pg_temp.run_plan_of(q text) RETURNS SETOF text
+LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY EXECUTE 'EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) ' || q;
+END;
+$$;
+SET enable_sort = off;
+SELECT bool_and(l NOT LIKE '%Sort%') AS page_needs_no_sort,
+       max(substring(l FROM 'Index (?:Only )?Scan using \S+ on item i .*actual rows=(\d+)')::int)
+         AS item_entries_read
+  FROM pg_temp.run_plan_of(format(
+         'SELECT idx, status FROM batchflow.items WHERE run_id = %s AND loop_id = %L AND idx > %s ORDER BY idx LIMIT 5',
+         :run, 'greet', 30)) l;
+RESET enable_sort;
 RESET enable_seqscan;
 DROP TABLE progress_history_seen;
 
