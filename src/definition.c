@@ -251,9 +251,29 @@ list_has_string(List *list, const char *s)
 }
 
 /*
+ * Is an error raised by the parser a fault of the SQL text it was given?
+ * The scanner and grammar report what they reject with SQLSTATEs of class
+ * 42 (syntax error or access rule violation: 42601 syntax_error and its
+ * kin), 22 (data exception: a bad escape or character in a literal) or 0A
+ * (feature not supported).  Anything else (query_canceled,
+ * statement_too_complex / stack depth, out_of_memory, internal errors) is
+ * not about the text, and must reach the caller with its own SQLSTATE.
+ */
+static bool
+is_sql_text_error(int sqlerrcode)
+{
+	int			class = ERRCODE_TO_CATEGORY(sqlerrcode);
+
+	return class == ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION ||
+		class == ERRCODE_DATA_EXCEPTION ||
+		class == ERRCODE_FEATURE_NOT_SUPPORTED;
+}
+
+/*
  * Check that an SQL activity's text is exactly one statement that parses.
  * Parse errors are reported as a definition problem of this node, with the
- * parser's message as the detail.
+ * parser's message as the detail; any other error raised while parsing (a
+ * query cancel, say) is re-thrown as it is.
  */
 static void
 check_sql_text(const char *what, const char *sql)
@@ -271,6 +291,11 @@ check_sql_text(const char *what, const char *sql)
 
 		MemoryContextSwitchTo(oldcxt);
 		edata = CopyErrorData();
+		if (!is_sql_text_error(edata->sqlerrcode))
+		{
+			FreeErrorData(edata);
+			PG_RE_THROW();
+		}
 		FlushErrorState();
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -164,6 +164,17 @@ SELECT reg_sqlstate('{"nodes": [{"id": "a", "type": "task"}]}') AS bad_type,
        reg_sqlstate('{"nodes": [{"id": "l", "type": "loop", "loopType": "sequential", "inputSource": {"activity": "x"}, "children": [{"id": "c", "type": "activity", "activity": "sql", "sql": "SELECT 1"}]}]}') AS unknown_source,
        reg_sqlstate('{"nodes": [{"id": "l", "type": "loop", "loopType": "sequential", "inputSource": {"static": []}, "children": [{"id": "m", "type": "loop"}]}]}') AS nested;
 
+-- Errors in the SQL text itself, from the grammar (42601) or the scanner
+-- (22P06 below), are definition errors: 22023 with the parser's message
+-- as detail.  (Errors not about the text, such as a query cancel, keep
+-- their own SQLSTATE.)
+SELECT reg_sqlstate('{"nodes": [{"id": "a", "type": "activity", "activity": "sql", "sql": "SELEC 1"}]}') AS syntax_error,
+       reg_sqlstate('{"nodes": [{"id": "a", "type": "activity", "activity": "sql", "sql": "SELECT ''abc"}]}') AS unterminated,
+       reg_sqlstate('{"nodes": [{"id": "a", "type": "activity", "activity": "sql", "sql": "SELECT 1 +"}]}') AS incomplete;
+SET backslash_quote = off;
+SELECT bf_register('reg_x', '{"nodes": [{"id": "a", "type": "activity", "activity": "sql", "sql": "SELECT E''it\\''s''"}]}');
+RESET backslash_quote;
+
 -- Clean up, so that the test can run again on the same database.
 DELETE FROM batchflow.workflow WHERE name IN ('reg_full', 'reg_alice_wf', 'reg_cap20');
 REVOKE USAGE ON SCHEMA batchflow FROM reg_alice;
