@@ -41,9 +41,33 @@ static MemoryContext loop_cache_cxt = NULL;
 /* OID of schema batchflow when the entries were loaded. */
 static Oid	loop_cache_nsp = InvalidOid;
 
+/* The statements that read a loop, prepared once per process. */
+static SPIPlanPtr info_plan = NULL;
+static SPIPlanPtr children_plan = NULL;
+static SPIPlanPtr vars_plan = NULL;
+
+static int	bf_loop_query(SPIPlanPtr *plan, const char *sql, Datum arg, long count);
 static void bf_loop_cache_init(void);
 static BfLoopInfo *bf_loop_info_load(int64 loop_ref, MemoryContext cxt);
 static void bf_loop_cache_drop(BfLoopCacheEntry *entry);
+
+/* Run a read-only statement taking the loop id, preparing it on first use. */
+static int
+bf_loop_query(SPIPlanPtr *plan, const char *sql, Datum arg, long count)
+{
+	if (*plan == NULL)
+	{
+		Oid			argtype = INT8OID;
+		SPIPlanPtr	p = SPI_prepare(sql, 1, &argtype);
+
+		if (p == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		*plan = p;
+	}
+	return SPI_execute_plan(*plan, &arg, NULL, true, count);
+}
 
 /* Create the hash table and its parent memory context on first use. */
 static void
@@ -88,7 +112,6 @@ static BfLoopInfo *
 bf_loop_info_load(int64 loop_ref, MemoryContext cxt)
 {
 	Datum		arg = Int64GetDatum(loop_ref);
-	Oid			argtype = INT8OID;
 	MemoryContext oldcxt;
 	BfLoopInfo *info;
 	HeapTuple	tup;
@@ -97,13 +120,12 @@ bf_loop_info_load(int64 loop_ref, MemoryContext cxt)
 	char	   *strategy;
 	bool		uses_context = false;
 
-	if (SPI_execute_with_args("SELECT l.run_id, r.owner, l.kind = 'activity', l.node_id,"
+	if (bf_loop_query(&info_plan, "SELECT l.run_id, r.owner, l.kind = 'activity', l.node_id,"
 							  "       l.node ->> 'output', l.total, l.sequential,"
 							  "       l.concurrency, l.error_strategy, l.max_retries,"
 							  "       l.retry_delay_ms"
 							  "  FROM batchflow.loop l JOIN batchflow.run r ON r.id = l.run_id"
-							  " WHERE l.id = $1",
-							  1, &argtype, &arg, NULL, true, 1) != SPI_OK_SELECT)
+							  " WHERE l.id = $1", arg, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read loop " INT64_FORMAT, loop_ref);
 	if (SPI_processed == 0)
 		return NULL;
@@ -132,14 +154,13 @@ bf_loop_info_load(int64 loop_ref, MemoryContext cxt)
 	info->retry_delay_ms = DatumGetInt32(SPI_getbinval(tup, desc, 11, &isnull));
 	MemoryContextSwitchTo(oldcxt);
 
-	if (SPI_execute_with_args("SELECT c ->> 'id', c ->> 'activity', c ->> 'sql',"
+	if (bf_loop_query(&children_plan, "SELECT c ->> 'id', c ->> 'activity', c ->> 'sql',"
 							  "       coalesce((c ->> 'timeoutMs')::int, 0), c"
 							  "  FROM batchflow.loop l,"
 							  "       jsonb_array_elements(CASE WHEN l.kind = 'activity'"
 							  "                                 THEN jsonb_build_array(l.node)"
 							  "                                 ELSE l.node -> 'children' END) c"
-							  " WHERE l.id = $1",
-							  1, &argtype, &arg, NULL, true, 0) != SPI_OK_SELECT)
+							  " WHERE l.id = $1", arg, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read children of loop " INT64_FORMAT, loop_ref);
 
 	oldcxt = MemoryContextSwitchTo(cxt);
@@ -172,9 +193,8 @@ bf_loop_info_load(int64 loop_ref, MemoryContext cxt)
 	 */
 	if (uses_context)
 	{
-		if (SPI_execute_with_args("SELECT r.vars FROM batchflow.loop l"
-								  "  JOIN batchflow.run r ON r.id = l.run_id WHERE l.id = $1",
-								  1, &argtype, &arg, NULL, true, 1) != SPI_OK_SELECT ||
+		if (bf_loop_query(&vars_plan, "SELECT r.vars FROM batchflow.loop l"
+								  "  JOIN batchflow.run r ON r.id = l.run_id WHERE l.id = $1", arg, 1) != SPI_OK_SELECT ||
 			SPI_processed != 1)
 			elog(ERROR, "could not read the variables of loop " INT64_FORMAT, loop_ref);
 		oldcxt = MemoryContextSwitchTo(cxt);

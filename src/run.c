@@ -42,6 +42,26 @@ bf_loop_try_close(int64 loop_ref)
 }
 
 /*
+ * Close the loop now (inside SPI, in the caller's transaction) if none of
+ * its items is pending or running any more, as this transaction sees it;
+ * true if closed.
+ */
+bool
+bf_loop_close_if_done(int64 loop_ref)
+{
+	Datum		arg = Int64GetDatum(loop_ref);
+	Oid			argtype = INT8OID;
+
+	if (SPI_execute_with_args("SELECT 1 FROM batchflow.item"
+							  " WHERE loop_ref = $1 AND status IN ('pending', 'running') LIMIT 1",
+							  1, &argtype, &arg, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not inspect loop " INT64_FORMAT, loop_ref);
+	if (SPI_processed > 0)
+		return false;
+	return bf_loop_try_close(loop_ref);
+}
+
+/*
  * After a restart nothing is executing: items left 'running' by a claim
  * that did not complete go back to pending (inside SPI).
  */
