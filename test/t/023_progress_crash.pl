@@ -39,11 +39,15 @@ BEGIN
     END LOOP;
 END;
 $$;
+-- Every 50th item fails, at execution, after the gate: with a custom plan
+-- $1 is a constant, and a plain 1 / ($1 % 50) would be folded into a
+-- division by zero while planning, failing the item before pass_gate()
+-- (the volatile random() keeps the expression from being folded).
 SELECT bf_register('crash_progress', '{"nodes": [
   {"id": "gated", "type": "loop", "loopType": "parallel", "concurrency": 4,
    "inputSource": {"variable": "items"}, "errorStrategy": "continue",
    "children": [{"id": "pass", "type": "activity", "activity": "sql",
-                 "sql": "SELECT pass_gate(), pg_sleep(0.005), 1 / (($1)::int % 50)"}]}]}');
+                 "sql": "SELECT pass_gate(), pg_sleep(0.005), 1 / ((($1)::int % 50) + (random() * 0)::int)"}]}]}');
 });
 my $run = $node->safe_psql('postgres',
 	q{SELECT bf_start('crash_progress', jsonb_build_object('items',
