@@ -11,47 +11,21 @@ use warnings;
 use FindBin;
 use lib $FindBin::RealBin;
 
-use HTTP::Tiny;
 use IPC::Run;
 use JSON::PP;
+use BatchflowCrash;
+use BatchflowHttp;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-# The test server, on a free port it reports through a file.
-my $port_file = "${PostgreSQL::Test::Utils::tmp_check}/api_example_server.port";
-unlink $port_file;
-my $server_pid = fork();
-die "fork failed: $!" unless defined $server_pid;
-if ($server_pid == 0)
-{
-	exec('python3', "$FindBin::RealBin/../http_server.py", $port_file)
-	  or die "could not start the test HTTP server: $!";
-}
-END { kill('TERM', $server_pid) if $server_pid; }
-for (my $i = 0; $i < 100 && !-s $port_file; $i++) { select(undef, undef, undef, 0.1); }
-my $port = PostgreSQL::Test::Utils::slurp_file($port_file);
+# The test server, on a free port of 127.0.0.1.
+my $port = start_http_server();
 like($port, qr/^\d+$/, "the test HTTP server listens on 127.0.0.1:$port");
 my $base = "http://127.0.0.1:$port";
-my $http = HTTP::Tiny->new(timeout => 10);
+sub server { return server_json($base, $_[0]); }
 
-sub server
-{
-	my ($path) = @_;
-	my $res = $http->get("$base$path");
-	die "GET $path failed: $res->{status}" unless $res->{success};
-	return decode_json($res->{content});
-}
-
-my $node = PostgreSQL::Test::Cluster->new('api_example');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'batchflow'
-batchflow.database_name = 'postgres'
-max_worker_processes = 32
-});
-$node->start;
+my $node = crash_node('api_example');
 
 sub query { return $node->safe_psql('postgres', $_[0]); }
 

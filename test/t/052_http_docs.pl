@@ -19,6 +19,8 @@ use FindBin;
 use lib $FindBin::RealBin;
 
 use IPC::Run;
+use BatchflowCrash;
+use BatchflowHttp;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -29,31 +31,11 @@ my @lines = <$fh>;
 close($fh);
 chomp @lines;
 
-# The test server, on a free port it reports through a file.
-my $port_file = "${PostgreSQL::Test::Utils::tmp_check}/http_docs_server.port";
-unlink $port_file;
-my $server_pid = fork();
-die "fork failed: $!" unless defined $server_pid;
-if ($server_pid == 0)
-{
-	exec('python3', "$FindBin::RealBin/../http_server.py", $port_file)
-	  or die "could not start the test HTTP server: $!";
-}
-END { kill('TERM', $server_pid) if $server_pid; }
-for (my $i = 0; $i < 100 && !-s $port_file; $i++) { select(undef, undef, undef, 0.1); }
-my $port = PostgreSQL::Test::Utils::slurp_file($port_file);
+# The test server, on a free port of 127.0.0.1.
+my $port = start_http_server();
 like($port, qr/^\d{5}$/, "the test HTTP server listens on 127.0.0.1:$port (five digits, like 18080)");
 
-my $node = PostgreSQL::Test::Cluster->new('http_docs');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'batchflow'
-batchflow.database_name = 'postgres'
-max_worker_processes = 32
-});
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION batchflow');
+my $node = crash_node('http_docs');
 
 # The blocks, and the expected output that follows some of them.
 my (@blocks, $skipped);

@@ -1,6 +1,7 @@
-# Shared by the crash tests (010, 011): a node that preloads batchflow, a
-# long parallel loop whose SQL child inserts one row per item, and the
-# checks that prove every item took effect exactly once.
+# Shared by the crash tests (010, 011): a node that preloads batchflow (the
+# HTTP tests take theirs from here too), a long parallel loop whose SQL
+# child inserts one row per item, and the checks that prove every item took
+# effect exactly once.
 
 package BatchflowCrash;
 
