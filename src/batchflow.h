@@ -129,6 +129,7 @@ typedef struct BfLoopInfo
 extern BfLoopInfo *bf_loop_info(int64 loop_ref);
 extern void bf_loop_info_forget(int64 loop_ref);
 extern void bf_loop_cache_retain(const int64 *open_ids, int n);
+extern int	bf_loop_cache_count(void);
 
 /* claim.c: choosing a loop and claiming its next item under the cap */
 typedef struct BfClaim

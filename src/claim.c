@@ -76,6 +76,7 @@ typedef struct BfClaimHint
 static BfClaimHint claim_hints[BF_CLAIM_HINTS];
 static SPIPlanPtr claim_sequential_plan = NULL;
 static SPIPlanPtr remaining_plan = NULL;
+static SPIPlanPtr loop_running_plan = NULL;
 
 /* What bf_claim_in_loop found in one loop. */
 typedef enum BfLoopClaim
@@ -88,6 +89,7 @@ typedef enum BfLoopClaim
 
 static SPIPlanPtr bf_keep_plan(const char *sql, int nargs);
 static void bf_prepare_claim_plans(void);
+static void bf_claim_fill(BfClaim *claim, SPITupleTable *claimed, const LOCKTAG *tag);
 static bool bf_take_slot(int64 loop_ref, int cap, LOCKTAG *tag);
 static void bf_slot_tag(LOCKTAG *tag, int64 loop_ref, int slot);
 static BfLoopClaim bf_claim_in_loop(int64 loop_ref, int cap, bool sequential,
@@ -164,6 +166,7 @@ bf_prepare_claim_plans(void)
 										 " WHERE loop_ref = $1 AND status IN ('pending', 'running')"
 										 " ORDER BY idx LIMIT 1"
 										 " FOR UPDATE SKIP LOCKED", 1);
+	loop_running_plan = bf_keep_plan("SELECT 1 FROM batchflow.loop WHERE id = $1 AND status = 'running'", 1);
 	remaining_plan = bf_keep_plan("SELECT min(coalesce(not_before, '-infinity'))"
 								  "  FROM batchflow.item"
 								  " WHERE loop_ref = $1 AND status IN ('pending', 'running')", 1);
@@ -271,7 +274,11 @@ bf_claim_next(BfClaim *claim, TimestampTz *next_due,
 	loops = SPI_tuptable;
 	nloops = SPI_processed;
 
-	/* Forget cached loops that closed meanwhile (the list is by id). */
+	/*
+	 * Forget cached loops that closed meanwhile (the list is by id); only
+	 * when the cache holds more loops than are open, not on every claim.
+	 */
+	if (bf_loop_cache_count() > (int) nloops)
 	{
 		int64	   *ids = palloc(sizeof(int64) * Max(nloops, 1));
 
@@ -324,8 +331,7 @@ bf_claim_next(BfClaim *claim, TimestampTz *next_due,
 				continue;
 			case BF_CLAIMED:
 				{
-					HeapTuple	it = SPI_tuptable->vals[0];
-					TupleDesc	id = SPI_tuptable->tupdesc;
+					SPITupleTable *claimed = SPI_tuptable;
 
 					claim->loop = bf_loop_info(loop_ref);
 					if (claim->loop == NULL)
@@ -334,11 +340,7 @@ bf_claim_next(BfClaim *claim, TimestampTz *next_due,
 						LockRelease(&tag, ExclusiveLock, false);
 						continue;
 					}
-					claim->idx = DatumGetInt32(SPI_getbinval(it, id, 1, &isnull));
-					claim->item = SPI_getbinval(it, id, 2, &claim->item_isnull);
-					claim->attempts = DatumGetInt32(SPI_getbinval(it, id, 3, &isnull));
-					claim->started_at = GetCurrentTimestamp();
-					claim->slot = tag;
+					bf_claim_fill(claim, claimed, &tag);
 					rr_cursor = loop_ref;
 					return true;
 				}
@@ -372,16 +374,11 @@ bool
 bf_claim_in(BfLoopInfo *loop, BfClaim *claim)
 {
 	Datum		arg = Int64GetDatum(loop->loop_ref);
-	Oid			argtype = INT8OID;
 	TimestampTz due = DT_NOEND;
 	LOCKTAG		tag;
-	HeapTuple	it;
-	TupleDesc	id;
-	bool		isnull;
 
 	bf_prepare_claim_plans();
-	if (SPI_execute_with_args("SELECT 1 FROM batchflow.loop WHERE id = $1 AND status = 'running'",
-							  1, &argtype, &arg, NULL, false, 1) != SPI_OK_SELECT)
+	if (SPI_execute_plan(loop_running_plan, &arg, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look up loop " INT64_FORMAT, loop->loop_ref);
 	if (SPI_processed == 0)
 		return false;
@@ -389,15 +386,24 @@ bf_claim_in(BfLoopInfo *loop, BfClaim *claim)
 						 GetCurrentTimestamp(), &tag, &due) != BF_CLAIMED)
 		return false;
 
-	it = SPI_tuptable->vals[0];
-	id = SPI_tuptable->tupdesc;
 	claim->loop = loop;
+	bf_claim_fill(claim, SPI_tuptable, &tag);
+	return true;
+}
+
+/* Fill claim from the claimed row (idx, item, attempts) and its slot. */
+static void
+bf_claim_fill(BfClaim *claim, SPITupleTable *claimed, const LOCKTAG *tag)
+{
+	HeapTuple	it = claimed->vals[0];
+	TupleDesc	id = claimed->tupdesc;
+	bool		isnull;
+
 	claim->idx = DatumGetInt32(SPI_getbinval(it, id, 1, &isnull));
 	claim->item = SPI_getbinval(it, id, 2, &claim->item_isnull);
 	claim->attempts = DatumGetInt32(SPI_getbinval(it, id, 3, &isnull));
 	claim->started_at = GetCurrentTimestamp();
-	claim->slot = tag;
-	return true;
+	claim->slot = *tag;
 }
 
 /*

@@ -279,6 +279,13 @@ bf_loop_info(int64 loop_ref)
 	return entry->info;
 }
 
+/* How many loops are cached. */
+int
+bf_loop_cache_count(void)
+{
+	return loop_cache ? (int) hash_get_num_entries(loop_cache) : 0;
+}
+
 /*
  * Drop the cached loops that are not in open_ids (sorted ascending, n of
  * them): loops closed by other workers would otherwise stay cached, with
@@ -292,7 +299,7 @@ bf_loop_cache_retain(const int64 *open_ids, int n)
 	int64		stale[BF_LOOP_CACHE_MAX];
 	int			nstale = 0;
 
-	if (loop_cache == NULL || hash_get_num_entries(loop_cache) <= n)
+	if (bf_loop_cache_count() <= n)
 		return;
 	hash_seq_init(&status, loop_cache);
 	while ((e = hash_seq_search(&status)) != NULL)
