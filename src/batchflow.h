@@ -222,6 +222,7 @@ extern void bf_http_requeue_mine(void);
 
 /* item_result.c: recording an attempt's outcome in the claim's transaction */
 extern void bf_record_result(BfClaim *claim, BfItemResult *result);
+extern bool bf_will_retry(BfClaim *claim, BfItemResult *result);
 
 /* run.c: closing loops and advancing runs */
 extern bool bf_loop_try_close(int64 loop_ref);

@@ -63,6 +63,20 @@ bf_run_plan(SPIPlanPtr plan, Datum *args, const char *nulls, int expect)
 			 SPI_result_code_string(rc));
 }
 
+/*
+ * Does this failed attempt leave the item to be tried again?  Under retry,
+ * while attempts are left, unless the failure is fatal.  bf_record_result
+ * and the progress counters must agree on it.
+ */
+bool
+bf_will_retry(BfClaim *claim, BfItemResult *result)
+{
+	BfLoopInfo *loop = claim->loop;
+
+	return !result->ok && loop->strategy == BF_RETRY &&
+		claim->attempts + 1 <= loop->max_retries && !result->fatal;
+}
+
 /* Record the outcome of the claimed item's attempt (inside SPI). */
 void
 bf_record_result(BfClaim *claim, BfItemResult *result)
@@ -153,7 +167,7 @@ bf_record_result(BfClaim *claim, BfItemResult *result)
 	}
 
 	args[3] = CStringGetTextDatum(result->error);
-	if (loop->strategy == BF_RETRY && attempt <= loop->max_retries && !result->fatal)
+	if (bf_will_retry(claim, result))
 	{
 		/* Exponential backoff: delay * 2^(attempt-1), capped at an hour. */
 		double		delay = (double) loop->retry_delay_ms;

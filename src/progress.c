@@ -346,13 +346,7 @@ bf_progress_item_done(BfClaim *claim, BfItemResult *result)
 	if (!bf_progress_attach())
 		return;
 
-	/*
-	 * The same rule as bf_record_result: a retry with attempts left is not
-	 * final, unless the failure is fatal.
-	 */
-	final_failure = !result->ok &&
-		!(loop->strategy == BF_RETRY && claim->attempts + 1 <= loop->max_retries &&
-		  !result->fatal);
+	final_failure = !result->ok && !bf_will_retry(claim, result);
 	if (!result->ok && !final_failure)
 		return;
 
