@@ -3,15 +3,21 @@
 # Built with PGXS.  The install script is assembled from the hand-written
 # parts in sql/parts/ (one file per subsystem, applied in name order) so that
 # each subsystem's tables, views and functions live next to each other.
+#
+# Releases: the install script of every earlier release is kept as it was
+# shipped (sql/batchflow--0.1.0.sql), and each release adds one upgrade script
+# sql/batchflow--OLD--NEW.sql.  A TAP test installs the old release, runs
+# ALTER EXTENSION batchflow UPDATE and compares the schema with a fresh
+# install of EXTVERSION.
 
 EXTENSION  = batchflow
-EXTVERSION = 0.1.0
+EXTVERSION = 0.2.0
 
 MODULE_big = batchflow
 OBJS       = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
-DATA       = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*--*.sql))
+DATA       = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
 
 PG_CPPFLAGS = -I$(srcdir)/src -DBF_VERSION=\"$(EXTVERSION)\"
 PG_CFLAGS   = -std=gnu99 -Wall -Wextra -Werror -Wno-unused-parameter \

@@ -59,7 +59,7 @@ is(server_messages($stderr), $warning,
 	'CREATE EXTENSION warns that the library is not preloaded, with SQLSTATE 55000, a detail and a hint');
 is( $plain->safe_psql(
 		'postgres', q{SELECT extversion FROM pg_extension WHERE extname = 'batchflow'}),
-	'0.1.0',
+	'0.2.0',
 	'the extension is installed');
 
 $plain->safe_psql('postgres', 'CREATE TABLE sink (n int PRIMARY KEY)');
