@@ -17,6 +17,7 @@ dir=${1:?usage: eval "\$(bash scripts/private-pg.sh DIR)"}
 sys_bin=$(/usr/bin/pg_config --bindir)
 sys_lib=$(dirname "$sys_bin")
 sys_share=$(/usr/bin/pg_config --sharedir)
+sys_inc=$(/usr/bin/pg_config --includedir)
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 if [ ! -x "$dir/pg$sys_bin/postgres" ]; then
@@ -24,5 +25,10 @@ if [ ! -x "$dir/pg$sys_bin/postgres" ]; then
 	cp -a "$sys_lib" "$dir/pg$(dirname "$sys_lib")/"
 	cp -a "$sys_share" "$dir/pg$(dirname "$sys_share")/"
 	[ "$(id -u)" = 0 ] && chmod 755 "$dir" && chown -R postgres: "$dir/pg"
+fi
+# The headers are only read: a link to the system's will do.
+if [ ! -e "$dir/pg$sys_inc" ]; then
+	mkdir -p "$dir/pg$(dirname "$sys_inc")"
+	ln -s "$sys_inc" "$dir/pg$sys_inc"
 fi
 echo "export PATH=\"$dir/pg$sys_bin:\$PATH\""
