@@ -20,8 +20,10 @@ DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
 DATA       = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
 
 PG_CPPFLAGS = -I$(srcdir)/src -DBF_VERSION=\"$(EXTVERSION)\"
+# -MMD -MP: each object records the headers it includes (src/*.d), so a
+# change to one module's header rebuilds only the files that include it.
 PG_CFLAGS   = -std=gnu99 -Wall -Wextra -Werror -Wno-unused-parameter \
-              -Wno-missing-field-initializers -Wno-sign-compare
+              -Wno-missing-field-initializers -Wno-sign-compare -MMD -MP
 SHLIB_LINK  = -lcurl
 
 # Tests: every file found is run; no list to keep in sync.
@@ -33,7 +35,7 @@ ISOLATION_OPTS = --inputdir=test --outputdir=test/out-isolation --load-extension
 TAP_TESTS  = 1
 PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
 
-EXTRA_CLEAN = test/out test/out-isolation tmp_check
+EXTRA_CLEAN = test/out test/out-isolation tmp_check $(OBJS:.o=.d)
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -42,5 +44,4 @@ include $(PGXS)
 $(DATA_built): $(sort $(wildcard sql/parts/*.sql))
 	cat $^ > $@
 
-# Every object depends on the shared header.
-$(OBJS): src/batchflow.h
+-include $(OBJS:.o=.d)

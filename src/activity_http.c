@@ -42,6 +42,7 @@
 #include "utils/memutils.h"
 
 #include "batchflow.h"
+#include "activity_http.h"
 
 #define BF_DEFAULT_HTTP_TIMEOUT_MS	30000
 #define BF_DEFAULT_HTTP_MAX_RESPONSE_KB	1024

@@ -37,6 +37,11 @@
 #include "utils/timeout.h"
 
 #include "batchflow.h"
+#include "activity_sql.h"
+#include "activity_http.h"
+#include "http_batch.h"
+#include "security.h"
+#include "spi_util.h"
 
 static Jsonb *bf_build_context(BfClaim *claim, Datum prev, bool prev_isnull);
 static void bf_push_jsonb(JsonbParseState **state, Jsonb *value);

@@ -25,12 +25,15 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/condition_variable.h"
+#include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
 #include "batchflow.h"
+#include "pool.h"
+#include "security.h"
 
 PG_FUNCTION_INFO_V1(bf_start);
 PG_FUNCTION_INFO_V1(bf_wait);
@@ -209,6 +212,7 @@ bf_wait(PG_FUNCTION_ARGS)
 	BfSavedUser saved;
 	text	   *result;
 	bool		started_here;
+	ConditionVariable *cv;
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
@@ -247,8 +251,9 @@ bf_wait(PG_FUNCTION_ARGS)
 				 errdetail("The workers cannot see the run before this transaction commits, so waiting for it here would never end."),
 				 errhint("Commit the transaction that called bf_start, then call bf_wait.")));
 
-	if (BfState != NULL)
-		ConditionVariablePrepareToSleep(&BfState->run_done_cv);
+	cv = bf_pool_run_done_cv();
+	if (cv != NULL)
+		ConditionVariablePrepareToSleep(cv);
 	for (;;)
 	{
 		long		remaining;
@@ -261,9 +266,8 @@ bf_wait(PG_FUNCTION_ARGS)
 			break;
 		/* Sleep at most a second: a safety net against a missed broadcast. */
 		remaining = Min(remaining, 1000);
-		if (BfState != NULL)
-			ConditionVariableTimedSleep(&BfState->run_done_cv, remaining,
-										PG_WAIT_EXTENSION);
+		if (cv != NULL)
+			ConditionVariableTimedSleep(cv, remaining, PG_WAIT_EXTENSION);
 		else
 		{
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -272,7 +276,7 @@ bf_wait(PG_FUNCTION_ARGS)
 		}
 		CHECK_FOR_INTERRUPTS();
 	}
-	if (BfState != NULL)
+	if (cv != NULL)
 		ConditionVariableCancelSleep();
 
 	bf_restore_user(&saved);

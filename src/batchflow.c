@@ -22,6 +22,12 @@
 #include "utils/guc.h"
 
 #include "batchflow.h"
+#include "activity_http.h"
+#include "launcher.h"
+#include "pool.h"
+#include "progress.h"
+#include "progress_shared.h"
+#include "run_limits.h"
 
 PG_MODULE_MAGIC;
 
@@ -117,7 +123,8 @@ bf_shmem_request_hook(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	bf_shmem_request();
+	RequestAddinShmemSpace(bf_pool_shmem_size());
+	bf_progress_shmem_request();
 }
 
 /* Chain to the previous hook, then attach to (or create) batchflow's state. */
@@ -126,5 +133,6 @@ bf_shmem_startup_hook(void)
 {
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
-	bf_shmem_startup();
+	bf_pool_shmem_startup();
+	bf_progress_shmem_startup();
 }

@@ -35,16 +35,18 @@
 #include "utils/timestamp.h"
 
 #include "batchflow.h"
+#include "claim.h"
+#include "spi_util.h"
 
 /* Slot locks use advisory tags with field4 >= this; SQL uses 1 and 2. */
-#define BF_SLOT_LOCK_BASE 16
+#define BF_CAP_LOCK_BASE 16
 
 /*
  * Set by http_batch.c: does this backend already hold this slot at session
  * level for an item still executing?  The lock manager would grant it again (a backend
  * never conflicts with itself), so such slots must be skipped.
  */
-bool		(*bf_slot_is_mine_hook) (const LOCKTAG *tag) = NULL;
+bool		(*bf_cap_lock_is_mine_hook) (const LOCKTAG *tag) = NULL;
 
 /* The id of the loop served last, for round-robin fairness between loops. */
 static int64 rr_cursor = 0;
@@ -78,48 +80,43 @@ static SPIPlanPtr claim_sequential_plan = NULL;
 static SPIPlanPtr remaining_plan = NULL;
 static SPIPlanPtr loop_running_plan = NULL;
 
-/* What bf_claim_in_loop found in one loop. */
+/* What bf_claim_under_cap found in one loop. */
 typedef enum BfLoopClaim
 {
 	BF_CLAIMED,					/* slot held, item row locked */
-	BF_NO_SLOT,					/* all of the loop's slots are held */
+	BF_NO_CAP_LOCK,					/* all of the loop's slots are held */
 	BF_BACKING_OFF,				/* sequential: the next item waits for a retry */
 	BF_NOTHING_PENDING			/* no claimable item */
 } BfLoopClaim;
 
-static SPIPlanPtr bf_keep_plan(const char *sql, int nargs);
+static SPIPlanPtr bf_keep_claim_plan(SPIPlanPtr *plan, const char *sql, int nargs);
 static void bf_prepare_claim_plans(void);
 static void bf_claim_fill(BfClaim *claim, SPITupleTable *claimed, const LOCKTAG *tag);
-static bool bf_take_slot(int64 loop_ref, int cap, LOCKTAG *tag);
-static void bf_slot_tag(LOCKTAG *tag, int64 loop_ref, int slot);
-static BfLoopClaim bf_claim_in_loop(int64 loop_ref, int cap, bool sequential,
+static bool bf_take_cap_lock(int64 loop_ref, int cap, LOCKTAG *tag);
+static void bf_cap_lock_tag(LOCKTAG *tag, int64 loop_ref, int slot);
+static BfLoopClaim bf_claim_under_cap(int64 loop_ref, int cap, bool sequential,
 									TimestampTz now, LOCKTAG *tag,
 									TimestampTz *due);
 
 PG_FUNCTION_INFO_V1(bf_claim_item);
 
-/* Prepare a statement taking ($1 bigint, $2 int) or fewer and keep it. */
+/* Keep a statement taking ($1 bigint, $2 int) or fewer. */
 static SPIPlanPtr
-bf_keep_plan(const char *sql, int nargs)
+bf_keep_claim_plan(SPIPlanPtr *plan, const char *sql, int nargs)
 {
-	Oid			types[2] = {INT8OID, INT4OID};
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
+	static const Oid types[2] = {INT8OID, INT4OID};
 
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
-			 SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
+	return bf_keep_plan(plan, sql, nargs, types);
 }
 
 /* The lock tag of slot "slot" of loop "loop_ref". */
 static void
-bf_slot_tag(LOCKTAG *tag, int64 loop_ref, int slot)
+bf_cap_lock_tag(LOCKTAG *tag, int64 loop_ref, int slot)
 {
 	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId,
 						 (uint32) ((uint64) loop_ref >> 32),
 						 (uint32) loop_ref,
-						 BF_SLOT_LOCK_BASE + slot);
+						 BF_CAP_LOCK_BASE + slot);
 }
 
 /*
@@ -127,14 +124,14 @@ bf_slot_tag(LOCKTAG *tag, int64 loop_ref, int slot)
  * Workers start their search at different slots to avoid colliding.
  */
 static bool
-bf_take_slot(int64 loop_ref, int cap, LOCKTAG *tag)
+bf_take_cap_lock(int64 loop_ref, int cap, LOCKTAG *tag)
 {
 	int			start = MyProcPid % cap;
 
 	for (int i = 0; i < cap; i++)
 	{
-		bf_slot_tag(tag, loop_ref, (start + i) % cap);
-		if (bf_slot_is_mine_hook && bf_slot_is_mine_hook(tag))
+		bf_cap_lock_tag(tag, loop_ref, (start + i) % cap);
+		if (bf_cap_lock_is_mine_hook && bf_cap_lock_is_mine_hook(tag))
 			continue;
 		if (LockAcquire(tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL)
 			return true;
@@ -148,26 +145,26 @@ bf_prepare_claim_plans(void)
 {
 	if (open_loops_plan != NULL)
 		return;
-	open_loops_plan = bf_keep_plan("SELECT id, status = 'running', concurrency, sequential"
+	bf_keep_claim_plan(&open_loops_plan, "SELECT id, status = 'running', concurrency, sequential"
 								   "  FROM batchflow.loop WHERE finished_at IS NULL"
 								   " ORDER BY id", 0);
-	claim_parallel_plan = bf_keep_plan("SELECT idx, item, attempts FROM batchflow.item"
+	bf_keep_claim_plan(&claim_parallel_plan, "SELECT idx, item, attempts FROM batchflow.item"
 									   " WHERE loop_ref = $1 AND status = 'pending'"
 									   "   AND (not_before IS NULL OR not_before <= clock_timestamp())"
 									   " ORDER BY idx LIMIT 1"
 									   " FOR UPDATE SKIP LOCKED", 1);
-	claim_parallel_from_plan = bf_keep_plan("SELECT idx, item, attempts FROM batchflow.item"
+	bf_keep_claim_plan(&claim_parallel_from_plan, "SELECT idx, item, attempts FROM batchflow.item"
 											" WHERE loop_ref = $1 AND idx >= $2 AND status = 'pending'"
 											"   AND (not_before IS NULL OR not_before <= clock_timestamp())"
 											" ORDER BY idx LIMIT 1"
 											" FOR UPDATE SKIP LOCKED", 2);
-	claim_sequential_plan = bf_keep_plan("SELECT idx, item, attempts, not_before, status"
+	bf_keep_claim_plan(&claim_sequential_plan, "SELECT idx, item, attempts, not_before, status"
 										 "  FROM batchflow.item"
 										 " WHERE loop_ref = $1 AND status IN ('pending', 'running')"
 										 " ORDER BY idx LIMIT 1"
 										 " FOR UPDATE SKIP LOCKED", 1);
-	loop_running_plan = bf_keep_plan("SELECT 1 FROM batchflow.loop WHERE id = $1 AND status = 'running'", 1);
-	remaining_plan = bf_keep_plan("SELECT min(coalesce(not_before, '-infinity'))"
+	bf_keep_claim_plan(&loop_running_plan, "SELECT 1 FROM batchflow.loop WHERE id = $1 AND status = 'running'", 1);
+	bf_keep_claim_plan(&remaining_plan, "SELECT min(coalesce(not_before, '-infinity'))"
 								  "  FROM batchflow.item"
 								  " WHERE loop_ref = $1 AND status IN ('pending', 'running')", 1);
 }
@@ -180,14 +177,14 @@ bf_prepare_claim_plans(void)
  * *due is when the next item is due.
  */
 static BfLoopClaim
-bf_claim_in_loop(int64 loop_ref, int cap, bool sequential, TimestampTz now,
+bf_claim_under_cap(int64 loop_ref, int cap, bool sequential, TimestampTz now,
 				 LOCKTAG *tag, TimestampTz *due)
 {
 	Datum		arg = Int64GetDatum(loop_ref);
 	BfClaimHint *hint = &claim_hints[(uint64) loop_ref % BF_CLAIM_HINTS];
 
-	if (!bf_take_slot(loop_ref, cap, tag))
-		return BF_NO_SLOT;
+	if (!bf_take_cap_lock(loop_ref, cap, tag))
+		return BF_NO_CAP_LOCK;
 
 	if (hint->loop_ref != loop_ref)
 	{
@@ -259,7 +256,7 @@ bf_claim_in_loop(int64 loop_ref, int cap, bool sequential, TimestampTz now,
  * after this transaction (at most BF_MAX_CLOSE of them).
  */
 bool
-bf_claim_next(BfClaim *claim, TimestampTz *next_due,
+bf_claim_next_item(BfClaim *claim, TimestampTz *next_due,
 			  int64 *close_list, int *nclose)
 {
 	uint64		nloops;
@@ -322,9 +319,9 @@ bf_claim_next(BfClaim *claim, TimestampTz *next_due,
 			continue;
 		}
 
-		switch (bf_claim_in_loop(loop_ref, cap, sequential, now, &tag, &due))
+		switch (bf_claim_under_cap(loop_ref, cap, sequential, now, &tag, &due))
 		{
-			case BF_NO_SLOT:
+			case BF_NO_CAP_LOCK:
 				continue;
 			case BF_BACKING_OFF:
 				*next_due = Min(*next_due, due);
@@ -371,7 +368,7 @@ bf_claim_next(BfClaim *claim, TimestampTz *next_due,
  * the transaction and claim is filled in (item in the current context).
  */
 bool
-bf_claim_in(BfLoopInfo *loop, BfClaim *claim)
+bf_claim_for_http(BfLoopInfo *loop, BfClaim *claim)
 {
 	Datum		arg = Int64GetDatum(loop->loop_ref);
 	TimestampTz due = DT_NOEND;
@@ -382,7 +379,7 @@ bf_claim_in(BfLoopInfo *loop, BfClaim *claim)
 		elog(ERROR, "could not look up loop " INT64_FORMAT, loop->loop_ref);
 	if (SPI_processed == 0)
 		return false;
-	if (bf_claim_in_loop(loop->loop_ref, loop->concurrency, loop->sequential,
+	if (bf_claim_under_cap(loop->loop_ref, loop->concurrency, loop->sequential,
 						 GetCurrentTimestamp(), &tag, &due) != BF_CLAIMED)
 		return false;
 
@@ -403,7 +400,7 @@ bf_claim_fill(BfClaim *claim, SPITupleTable *claimed, const LOCKTAG *tag)
 	claim->item = SPI_getbinval(it, id, 2, &claim->item_isnull);
 	claim->attempts = DatumGetInt32(SPI_getbinval(it, id, 3, &isnull));
 	claim->started_at = GetCurrentTimestamp();
-	claim->slot = *tag;
+	claim->cap_lock = *tag;
 }
 
 /*
@@ -450,7 +447,7 @@ bf_claim_item(PG_FUNCTION_ARGS)
 	cap = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	sequential = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 
-	claimed = bf_claim_in_loop(loop_ref, cap, sequential, GetCurrentTimestamp(),
+	claimed = bf_claim_under_cap(loop_ref, cap, sequential, GetCurrentTimestamp(),
 								 &tag, &due) == BF_CLAIMED;
 	if (claimed)
 		idx = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));

@@ -29,6 +29,7 @@
 #include "utils/numeric.h"
 
 #include "batchflow.h"
+#include "definition.h"
 
 /* Longest node id and variable name accepted. */
 #define BF_MAX_ID_LEN			63

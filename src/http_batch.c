@@ -58,6 +58,16 @@
 #include "utils/timestamp.h"
 
 #include "batchflow.h"
+#include "activity_http.h"
+#include "activity_sql.h"
+#include "claim.h"
+#include "http_batch.h"
+#include "item_result.h"
+#include "pool.h"
+#include "progress.h"
+#include "run.h"
+#include "security.h"
+#include "spi_util.h"
 
 /* One item this worker is executing. */
 typedef struct BfInflight
@@ -84,7 +94,7 @@ static bool requeue_pending = false;
 static SPIPlanPtr running_plan = NULL;
 
 static void bf_http_init(void);
-static bool bf_http_slot_is_mine(const LOCKTAG *tag);
+static bool bf_http_cap_lock_is_mine(const LOCKTAG *tag);
 static void bf_http_adopt(BfClaim *claim);
 static void bf_http_fill(BfLoopInfo *loop);
 static bool bf_http_needs_txn(BfInflight *item, BfLoopInfo *loop);
@@ -111,15 +121,15 @@ bf_http_init(void)
 				 errmsg("could not create a libcurl multi handle")));
 	http_cxt = AllocSetContextCreate(TopMemoryContext, "batchflow http",
 									 ALLOCSET_DEFAULT_SIZES);
-	bf_slot_is_mine_hook = bf_http_slot_is_mine;
+	bf_cap_lock_is_mine_hook = bf_http_cap_lock_is_mine;
 }
 
 /* claim.c's question: is this slot held by one of our unfinished items? */
 static bool
-bf_http_slot_is_mine(const LOCKTAG *tag)
+bf_http_cap_lock_is_mine(const LOCKTAG *tag)
 {
 	for (BfInflight *item = inflight; item; item = item->next)
-		if (!item->finished && memcmp(&item->claim.slot, tag, sizeof(LOCKTAG)) == 0)
+		if (!item->finished && memcmp(&item->claim.cap_lock, tag, sizeof(LOCKTAG)) == 0)
 			return true;
 	return false;
 }
@@ -136,17 +146,12 @@ bf_http_adopt(BfClaim *claim)
 	BfInflight *item;
 	Datum		args[4];
 
-	if (running_plan == NULL)
-	{
-		Oid			types[4] = {INT8OID, INT4OID, INT4OID, TIMESTAMPTZOID};
+	static const Oid types[4] = {INT8OID, INT4OID, INT4OID, TIMESTAMPTZOID};
 
-		running_plan = SPI_prepare("UPDATE batchflow.item"
-								   "   SET status = 'running', worker_pid = $3, started_at = $4"
-								   " WHERE loop_ref = $1 AND idx = $2", 4, types);
-		if (running_plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(running_plan);
-	}
+	bf_keep_plan(&running_plan,
+				 "UPDATE batchflow.item"
+				 "   SET status = 'running', worker_pid = $3, started_at = $4"
+				 " WHERE loop_ref = $1 AND idx = $2", 4, types);
 	args[0] = Int64GetDatum(claim->loop->loop_ref);
 	args[1] = Int32GetDatum(claim->idx);
 	args[2] = Int32GetDatum(MyProcPid);
@@ -154,7 +159,7 @@ bf_http_adopt(BfClaim *claim)
 	if (SPI_execute_plan(running_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not mark item %d running", claim->idx);
 
-	(void) LockAcquire(&claim->slot, ExclusiveLock, true, false);
+	(void) LockAcquire(&claim->cap_lock, ExclusiveLock, true, false);
 
 	cxt = AllocSetContextCreate(http_cxt, "batchflow http item",
 								ALLOCSET_SMALL_SIZES);
@@ -189,7 +194,7 @@ bf_http_fill(BfLoopInfo *loop)
 	{
 		BfClaim		claim;
 
-		if (!bf_claim_in(loop, &claim))
+		if (!bf_claim_for_http(loop, &claim))
 			break;
 		bf_http_adopt(&claim);
 	}
@@ -209,7 +214,7 @@ bf_http_take(BfClaim *claim)
 	bf_http_adopt(claim);
 	if (!claim->loop->sequential)
 		bf_http_fill(claim->loop);
-	bf_publish_batch(claim->loop->run_id, batch_loop, ninflight);
+	bf_pool_publish_batch(claim->loop->run_id, batch_loop, ninflight);
 	pgstat_report_activity(STATE_RUNNING, "batchflow: claiming HTTP items");
 }
 
@@ -304,8 +309,7 @@ bf_http_advance(BfInflight *item, BfLoopInfo *loop)
 
 	if (record)
 	{
-		bf_record_result(&item->claim, &result);
-		bf_progress_item_done(&item->claim, &result);
+		(void) bf_record_result(&item->claim, &result);
 		item->finished = true;
 	}
 }
@@ -322,11 +326,7 @@ bf_http_round(void)
 	BfInflight **link;
 	bool		any_finished = false;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "batchflow: recording HTTP items");
+	bf_txn_begin("batchflow: recording HTTP items");
 
 	loop = bf_loop_info(batch_loop);
 	if (loop != NULL)
@@ -349,9 +349,7 @@ bf_http_round(void)
 	}
 
 	bf_progress_flush();
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	bf_txn_end();
 
 	link = &inflight;
 	while (*link)
@@ -363,12 +361,12 @@ bf_http_round(void)
 			link = &item->next;
 			continue;
 		}
-		LockRelease(&item->claim.slot, ExclusiveLock, true);
+		LockRelease(&item->claim.cap_lock, ExclusiveLock, true);
 		*link = item->next;
 		ninflight--;
 		MemoryContextDelete(item->cxt);
 	}
-	bf_publish_batch(batch_info ? batch_info->run_id : 0, batch_loop, ninflight);
+	bf_pool_publish_batch(batch_info ? batch_info->run_id : 0, batch_loop, ninflight);
 }
 
 /* Put the item's next (HTTP) child's request on the multi handle. */

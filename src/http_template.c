@@ -40,6 +40,7 @@
 #include "utils/numeric.h"
 
 #include "batchflow.h"
+#include "http_template.h"
 
 static bool bf_tmpl_lookup(const char *name, int len, const BfTemplateContext *ctx,
 						   JsonbValue *out, char **error);

@@ -27,7 +27,9 @@
 #include "utils/timestamp.h"
 
 #include "batchflow.h"
+#include "item_result.h"
 #include "progress.h"
+#include "spi_util.h"
 
 static SPIPlanPtr success_plan = NULL;
 static SPIPlanPtr activity_output_plan = NULL;
@@ -36,21 +38,7 @@ static SPIPlanPtr retry_plan = NULL;
 static SPIPlanPtr failed_plan = NULL;
 static SPIPlanPtr fail_loop_plan = NULL;
 
-static SPIPlanPtr bf_prepare_kept(const char *sql, int nargs, Oid *types);
 static void bf_run_plan(SPIPlanPtr plan, Datum *args, const char *nulls, int expect);
-
-/* Prepare and keep a statement. */
-static SPIPlanPtr
-bf_prepare_kept(const char *sql, int nargs, Oid *types)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
-			 SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
-}
 
 /* Execute a kept statement and check its result code. */
 static void
@@ -64,21 +52,12 @@ bf_run_plan(SPIPlanPtr plan, Datum *args, const char *nulls, int expect)
 }
 
 /*
- * Does this failed attempt leave the item to be tried again?  Under retry,
- * while attempts are left, unless the failure is fatal.  bf_record_result
- * and the progress counters must agree on it.
+ * Record the outcome of the claimed item's attempt (inside SPI), count it
+ * (bf_progress_count, before anything that announces progress), and
+ * return what became of the item.  A failed attempt is retried under the
+ * retry strategy while attempts are left, unless the failure is fatal.
  */
-bool
-bf_will_retry(BfClaim *claim, BfItemResult *result)
-{
-	BfLoopInfo *loop = claim->loop;
-
-	return !result->ok && loop->strategy == BF_RETRY &&
-		claim->attempts + 1 <= loop->max_retries && !result->fatal;
-}
-
-/* Record the outcome of the claimed item's attempt (inside SPI). */
-void
+BfOutcome
 bf_record_result(BfClaim *claim, BfItemResult *result)
 {
 	BfLoopInfo *loop = claim->loop;
@@ -95,31 +74,31 @@ bf_record_result(BfClaim *claim, BfItemResult *result)
 		Oid			t_fail[4] = {INT8OID, INT4OID, TIMESTAMPTZOID, TEXTOID};
 		Oid			t_loop[2] = {INT8OID, TEXTOID};
 
-		success_plan = bf_prepare_kept("UPDATE batchflow.item"
+		bf_keep_plan(&success_plan, "UPDATE batchflow.item"
 									   "   SET status = 'succeeded', attempts = attempts + 1, worker_pid = NULL,"
 									   "       started_at = $3, finished_at = clock_timestamp(),"
 									   "       output = $4, error = NULL, not_before = NULL"
 									   " WHERE loop_ref = $1 AND idx = $2", 4, t_ok);
-		activity_output_plan = bf_prepare_kept("UPDATE batchflow.run"
+		bf_keep_plan(&activity_output_plan, "UPDATE batchflow.run"
 											   "   SET outputs = outputs || jsonb_build_object($2, $4),"
 											   "       vars = CASE WHEN $3 IS NULL THEN vars"
 											   "              ELSE vars || jsonb_build_object($3, $4) END"
 											   " WHERE id = $1", 4, t_out);
 		/* clock_timestamp(): a batched transaction began before this attempt. */
-		error_plan = bf_prepare_kept("INSERT INTO batchflow.item_error"
+		bf_keep_plan(&error_plan, "INSERT INTO batchflow.item_error"
 									 " (run_id, loop_ref, idx, attempt, sqlstate, error, failed_at)"
 									 " VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp())", 6, t_err);
-		retry_plan = bf_prepare_kept("UPDATE batchflow.item"
+		bf_keep_plan(&retry_plan, "UPDATE batchflow.item"
 									 "   SET status = 'pending', worker_pid = NULL,"
 									 "       attempts = attempts + 1, started_at = $3, error = $4,"
 									 "       not_before = clock_timestamp() + make_interval(secs => $5::float8 / 1000)"
 									 " WHERE loop_ref = $1 AND idx = $2", 5, t_retry);
-		failed_plan = bf_prepare_kept("UPDATE batchflow.item"
+		bf_keep_plan(&failed_plan, "UPDATE batchflow.item"
 									  "   SET status = 'failed', attempts = attempts + 1, worker_pid = NULL,"
 									  "       started_at = $3, finished_at = clock_timestamp(),"
 									  "       error = $4, not_before = NULL"
 									  " WHERE loop_ref = $1 AND idx = $2", 4, t_fail);
-		fail_loop_plan = bf_prepare_kept("UPDATE batchflow.loop SET status = 'failed', error = $2"
+		bf_keep_plan(&fail_loop_plan, "UPDATE batchflow.loop SET status = 'failed', error = $2"
 										 " WHERE id = $1 AND status = 'running'", 2, t_loop);
 	}
 
@@ -132,7 +111,7 @@ bf_record_result(BfClaim *claim, BfItemResult *result)
 		args[3] = result->output;
 		nulls[3] = result->output_isnull ? 'n' : ' ';
 		bf_run_plan(success_plan, args, nulls, SPI_OK_UPDATE);
-		bf_progress_item_ended(claim);
+		bf_progress_count(claim, BF_OUTCOME_SUCCEEDED);
 
 		if (loop->is_activity)
 		{
@@ -148,7 +127,7 @@ bf_record_result(BfClaim *claim, BfItemResult *result)
 				: result->output;
 			bf_run_plan(activity_output_plan, oargs, onulls, SPI_OK_UPDATE);
 		}
-		return;
+		return BF_OUTCOME_SUCCEEDED;
 	}
 
 	/* A failed attempt: keep its error, then apply the strategy. */
@@ -167,7 +146,8 @@ bf_record_result(BfClaim *claim, BfItemResult *result)
 	}
 
 	args[3] = CStringGetTextDatum(result->error);
-	if (bf_will_retry(claim, result))
+	if (loop->strategy == BF_RETRY && attempt <= loop->max_retries &&
+		!result->fatal)
 	{
 		/* Exponential backoff: delay * 2^(attempt-1), capped at an hour. */
 		double		delay = (double) loop->retry_delay_ms;
@@ -178,12 +158,13 @@ bf_record_result(BfClaim *claim, BfItemResult *result)
 		delay = Max(delay, (double) result->retry_after_ms);
 		args[4] = Int64GetDatum((int64) Min(delay, 3600000.0));
 		bf_run_plan(retry_plan, args, nulls, SPI_OK_UPDATE);
-		return;
+		bf_progress_count(claim, BF_OUTCOME_WILL_RETRY);
+		return BF_OUTCOME_WILL_RETRY;
 	}
 
 	bf_run_plan(failed_plan, args, nulls, SPI_OK_UPDATE);
 	/* Before the loop's status change, whose trigger announces its counts. */
-	bf_progress_item_ended(claim);
+	bf_progress_count(claim, BF_OUTCOME_FAILED);
 	if (loop->strategy == BF_FAIL_FAST || loop->is_activity || result->fatal)
 	{
 		Datum		largs[2];
@@ -193,4 +174,5 @@ bf_record_result(BfClaim *claim, BfItemResult *result)
 												claim->idx, loop->node_id, result->error));
 		bf_run_plan(fail_loop_plan, largs, NULL, SPI_OK_UPDATE);
 	}
+	return BF_OUTCOME_FAILED;
 }

@@ -42,6 +42,12 @@
 #include "utils/wait_event.h"
 
 #include "batchflow.h"
+#include "launcher.h"
+#include "pool.h"
+#include "run.h"
+#include "security.h"
+#include "spi_util.h"
+#include "worker.h"
 
 static volatile sig_atomic_t got_sigterm = false;
 
@@ -105,20 +111,17 @@ bf_keep_pool(BackgroundWorkerHandle **handles, TimestampTz *last_start)
 	static bool warned = false;
 	TimestampTz now = GetCurrentTimestamp();
 
-	for (int i = 0; i < BfState->nslots; i++)
+	for (int i = 0; i < bf_pool_nslots(); i++)
 	{
 		pid_t		pid;
-		BfWorkerSlot *slot = &BfState->slots[i];
+		BfWorkerView w;
 
 		if (handles[i] != NULL &&
 			GetBackgroundWorkerPid(handles[i], &pid) != BGWH_STOPPED)
 			continue;
 
 		/* A worker of an earlier launcher may still serve this slot. */
-		SpinLockAcquire(&slot->mutex);
-		pid = slot->pid;
-		SpinLockRelease(&slot->mutex);
-		if (pid != 0 && kill(pid, 0) == 0)
+		if (bf_pool_read(i, &w) && kill(w.pid, 0) == 0)
 			continue;
 
 		if (!TimestampDifferenceExceeds(last_start[i], now, 1000))
@@ -149,7 +152,7 @@ bf_keep_pool(BackgroundWorkerHandle **handles, TimestampTz *last_start)
 static void
 bf_stop_pool(BackgroundWorkerHandle **handles)
 {
-	for (int i = 0; i < BfState->nslots; i++)
+	for (int i = 0; i < bf_pool_nslots(); i++)
 		if (handles[i] != NULL)
 			TerminateBackgroundWorker(handles[i]);
 }
@@ -196,7 +199,8 @@ bf_sweep(bool recover)
 	}
 	if (recover || n > 0)
 		bf_wake_workers();
-	bf_progress_sweep();
+	bf_counter_rebuild_sweep();
+	bf_history_prune_sweep();
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
@@ -218,14 +222,12 @@ bf_launcher_main(Datum main_arg)
 	bf_worker_pin_search_path();
 	pgstat_report_appname("batchflow launcher");
 
-	BfState->launcher_pid = MyProcPid;
-	BfState->launcher_latch = MyLatch;
-	recover = !BfState->recovered;
+	recover = !bf_pool_recovered();
 
 	handles = MemoryContextAllocZero(TopMemoryContext,
-									 sizeof(BackgroundWorkerHandle *) * BfState->nslots);
+									 sizeof(BackgroundWorkerHandle *) * bf_pool_nslots());
 	last_start = MemoryContextAllocZero(TopMemoryContext,
-										sizeof(TimestampTz) * BfState->nslots);
+										sizeof(TimestampTz) * bf_pool_nslots());
 	sweep_cxt = AllocSetContextCreate(TopMemoryContext, "batchflow sweep",
 									  ALLOCSET_DEFAULT_SIZES);
 
@@ -249,7 +251,7 @@ bf_launcher_main(Datum main_arg)
 		{
 			bf_sweep(recover);
 			if (recover)
-				BfState->recovered = true;
+				bf_pool_set_recovered();
 			recover = false;
 		}
 		PG_CATCH();
@@ -269,8 +271,6 @@ bf_launcher_main(Datum main_arg)
 	}
 
 	bf_stop_pool(handles);
-	BfState->launcher_pid = 0;
-	BfState->launcher_latch = NULL;
 	ereport(LOG, (errmsg("batchflow launcher shutting down")));
 
 	/*

@@ -26,6 +26,8 @@
 #include "utils/memutils.h"
 
 #include "batchflow.h"
+#include "loopcache.h"
+#include "spi_util.h"
 
 #define BF_LOOP_CACHE_MAX 256
 
@@ -55,17 +57,9 @@ static void bf_loop_cache_drop(BfLoopCacheEntry *entry);
 static int
 bf_loop_query(SPIPlanPtr *plan, const char *sql, Datum arg, long count)
 {
-	if (*plan == NULL)
-	{
-		Oid			argtype = INT8OID;
-		SPIPlanPtr	p = SPI_prepare(sql, 1, &argtype);
+	static const Oid argtype = INT8OID;
 
-		if (p == NULL)
-			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
-				 SPI_result_code_string(SPI_result));
-		SPI_keepplan(p);
-		*plan = p;
-	}
+	bf_keep_plan(plan, sql, 1, &argtype);
 	return SPI_execute_plan(*plan, &arg, NULL, true, count);
 }
 

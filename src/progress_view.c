@@ -31,7 +31,11 @@
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
+#include "batchflow.h"
+#include "pool.h"
 #include "progress.h"
+#include "progress_shared.h"
+#include "security.h"
 
 /* How many times bf_progress re-reads when counts moved during a read. */
 #define BF_READ_ATTEMPTS 20
@@ -85,28 +89,31 @@ bf_sql_progress_live(PG_FUNCTION_ARGS)
 	TimestampTz now = GetCurrentTimestamp();
 
 	InitMaterializedSRF(fcinfo, 0);
-	if (BfProgress == NULL || BfState == NULL)
+	if (!bf_progress_exists() || !bf_pool_exists())
 		PG_RETURN_VOID();
 
-	max = BF_TRACKED_LOOPS + BfProgress->nslots * (BF_PENDING_LOOPS + 1);
+	max = BF_TRACKED_LOOPS + bf_progress_nslots() * (BF_PENDING_LOOPS * 2) +
+		bf_pool_nslots();
 	live = palloc(sizeof(BfLive) * max);
 
-	/* Loops with rate samples. */
-	SpinLockAcquire(&BfProgress->mutex);
-	for (int i = 0; i < BF_TRACKED_LOOPS; i++)
-		if (BfProgress->loops[i].loop_ref != 0)
-			(void) bf_live_entry(live, &n, max, BfProgress->loops[i].loop_ref);
-	SpinLockRelease(&BfProgress->mutex);
+	/* Loops with rate samples (copied out, then merged without the lock). */
+	{
+		int64		tracked[BF_TRACKED_LOOPS];
+		int			ntracked = bf_rate_loops(tracked);
+
+		for (int i = 0; i < ntracked; i++)
+			(void) bf_live_entry(live, &n, max, tracked[i]);
+	}
 
 	/* Counts committed but not yet written. */
-	for (int s = 0; s < BfProgress->nslots; s++)
+	for (int s = 0; s < bf_progress_nslots(); s++)
 	{
 		BfCount		pending[BF_PENDING_LOOPS * 2];
 		int			npending;
 
 		if (s == skip_slot)
 			continue;
-		npending = bf_progress_slot_pending(s, pending);
+		npending = bf_pending_for_snapshot(s, pending);
 		for (int i = 0; i < npending; i++)
 		{
 			BfLive	   *e = bf_live_entry(live, &n, max, pending[i].loop_ref);
@@ -119,34 +126,23 @@ bf_sql_progress_live(PG_FUNCTION_ARGS)
 	}
 
 	/* Items executing right now. */
-	for (int s = 0; s < BfState->nslots; s++)
+	for (int s = 0; s < bf_pool_nslots(); s++)
 	{
-		BfWorkerSlot *slot = &BfState->slots[s];
-		int64		loop_ref;
-		bool		busy;
+		BfWorkerView w;
 		int32		nactive;
-		int32		idx;
-		TimestampTz started_at;
 		BfLive	   *e;
 
-		SpinLockAcquire(&slot->mutex);
-		busy = slot->pid != 0 && slot->run_id != 0;
-		loop_ref = slot->loop_ref;
-		nactive = slot->nactive;
-		idx = slot->idx;
-		started_at = slot->started_at;
-		SpinLockRelease(&slot->mutex);
-		if (!busy)
+		if (!bf_pool_read(s, &w) || w.run_id == 0)
 			continue;
 
 		/*
 		 * In the worker's own transaction, the items it has just recorded
 		 * as ended are counted as such: not as active as well.
 		 */
-		nactive = Max(nactive, 1) - bf_progress_shown_ended(s, idx, started_at);
+		nactive = Max(w.nactive, 1) - bf_progress_shown_ended(s, w.idx, w.started_at);
 		if (nactive <= 0)
 			continue;
-		e = bf_live_entry(live, &n, max, loop_ref);
+		e = bf_live_entry(live, &n, max, w.loop_ref);
 		if (e != NULL)
 			e->active += nactive;
 	}
@@ -182,14 +178,13 @@ bf_sql_progress_live(PG_FUNCTION_ARGS)
 Datum
 bf_sql_progress_exact(PG_FUNCTION_ARGS)
 {
-	bool		exact;
+	bool		reconcile_all;
+	bool		uncounted;
 
-	if (BfProgress == NULL || !bf_track_progress)
+	if (!bf_progress_exists() || !bf_track_progress)
 		PG_RETURN_BOOL(true);
-	SpinLockAcquire(&BfProgress->mutex);
-	exact = BfProgress->reconcile_all || BfProgress->uncounted;
-	SpinLockRelease(&BfProgress->mutex);
-	PG_RETURN_BOOL(exact);
+	bf_progress_flags(&reconcile_all, &uncounted);
+	PG_RETURN_BOOL(reconcile_all || uncounted);
 }
 
 /*

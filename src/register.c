@@ -27,6 +27,9 @@
 #include "utils/jsonb.h"
 
 #include "batchflow.h"
+#include "definition.h"
+#include "run_limits.h"
+#include "security.h"
 
 PG_FUNCTION_INFO_V1(bf_register);
 

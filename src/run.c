@@ -23,6 +23,8 @@
 #include "utils/array.h"
 
 #include "batchflow.h"
+#include "pool.h"
+#include "run.h"
 
 /* Try to close a loop and advance its run (inside SPI); true if closed. */
 bool
@@ -90,17 +92,13 @@ bf_requeue_orphans(void)
 	Datum		arg;
 	Oid			argtype = INT4ARRAYOID;
 
-	pids = palloc(sizeof(Datum) * Max(BfState->nslots, 1));
-	for (int i = 0; i < BfState->nslots; i++)
+	pids = palloc(sizeof(Datum) * Max(bf_pool_nslots(), 1));
+	for (int i = 0; i < bf_pool_nslots(); i++)
 	{
-		BfWorkerSlot *slot = &BfState->slots[i];
-		pid_t		pid;
+		BfWorkerView w;
 
-		SpinLockAcquire(&slot->mutex);
-		pid = slot->pid;
-		SpinLockRelease(&slot->mutex);
-		if (pid != 0)
-			pids[n++] = Int32GetDatum((int32) pid);
+		if (bf_pool_read(i, &w))
+			pids[n++] = Int32GetDatum((int32) w.pid);
 	}
 	arg = PointerGetDatum(construct_array(pids, n, INT4OID, sizeof(int32), true, TYPALIGN_INT));
 	if (SPI_execute_with_args("UPDATE batchflow.item SET status = 'pending', worker_pid = NULL"

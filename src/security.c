@@ -37,6 +37,7 @@
 #include "utils/syscache.h"
 
 #include "batchflow.h"
+#include "security.h"
 
 PG_FUNCTION_INFO_V1(bf_sql_visible);
 
@@ -46,37 +47,10 @@ PG_FUNCTION_INFO_V1(bf_sql_visible);
 /* The search_path of every statement run with the extension owner's rights. */
 #define BF_SAFE_SEARCH_PATH "pg_catalog, pg_temp"
 
-/* batchflow.max_items_per_run and batchflow.max_item_size (kB) */
-int			bf_max_items_per_run = BF_DEFAULT_MAX_ITEMS_PER_RUN;
-int			bf_max_item_kb = BF_DEFAULT_MAX_ITEM_KB;
-
 /* A worker's search_path before bf_worker_pin_search_path, for activities. */
 static char *bf_default_search_path = NULL;
 
 static void bf_pin_search_path(void);
-
-/*
- * The limits on what a run may hold.  Superuser-only, so that a role cannot
- * raise its own limits; batchflow._advance reads them when it reaches a loop.
- */
-void
-bf_limits_define_gucs(void)
-{
-	DefineCustomIntVariable("batchflow.max_items_per_run",
-							"Largest number of items one run may create, over all its loops.",
-							"Checked when a loop is reached and its input array is resolved.",
-							&bf_max_items_per_run,
-							BF_DEFAULT_MAX_ITEMS_PER_RUN, 1, INT_MAX,
-							PGC_SUSET, 0,
-							NULL, NULL, NULL);
-	DefineCustomIntVariable("batchflow.max_item_size",
-							"Largest single item a loop accepts.",
-							"Measured as the item's jsonb size; every item is passed to each activity as a parameter.",
-							&bf_max_item_kb,
-							BF_DEFAULT_MAX_ITEM_KB, 1, BF_MAX_MAX_ITEM_KB,
-							PGC_SUSET, GUC_UNIT_KB,
-							NULL, NULL, NULL);
-}
 
 /* The owner of schema batchflow: the role batchflow's bookkeeping runs as. */
 Oid

@@ -6,7 +6,7 @@
  *
  *	  Each iteration: start a transaction, claim the next item under its
  *	  loop's cap (claim.c), run its children (activity_sql.c), record the
- *	  outcome (item_result.c), commit.  Items that finish quickly are
+ *	  outcome and count it (item_result.c), commit.  Items that finish quickly are
  *	  batched: within batchflow.batch_time the worker keeps its slot and
  *	  takes the loop's next item into the same transaction, so tiny items
  *	  share a commit.  Then, in transactions of their own,
@@ -44,96 +44,22 @@
 #include "utils/wait_event.h"
 
 #include "batchflow.h"
+#include "activity_sql.h"
+#include "claim.h"
+#include "http_batch.h"
+#include "item_result.h"
+#include "loopcache.h"
+#include "pool.h"
+#include "progress.h"
+#include "run.h"
+#include "security.h"
+#include "spi_util.h"
+#include "worker.h"
 
-static BfWorkerSlot *my_slot = NULL;
 static bool warmed_up = false;
 
-static void bf_worker_attach(int slotno);
-static void bf_worker_detach(int code, Datum arg);
-static void bf_publish(BfClaim *claim);
 static bool bf_worker_step(long *sleep_ms);
 static void bf_close_loops(int64 *ids, int n);
-
-/* Take ownership of shared-memory slot slotno, or exit if it is taken. */
-static void
-bf_worker_attach(int slotno)
-{
-	BfWorkerSlot *slot;
-	pid_t		other;
-
-	if (BfState == NULL || slotno < 0 || slotno >= BfState->nslots)
-		ereport(FATAL,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("batchflow worker slot %d does not exist", slotno)));
-	slot = &BfState->slots[slotno];
-	SpinLockAcquire(&slot->mutex);
-	other = slot->pid;
-	if (other == 0 || kill(other, 0) != 0)
-	{
-		slot->pid = MyProcPid;
-		slot->latch = MyLatch;
-		slot->run_id = 0;
-		other = 0;
-	}
-	SpinLockRelease(&slot->mutex);
-	if (other != 0)
-	{
-		ereport(LOG,
-				(errmsg("batchflow worker slot %d is already served by process %d",
-						slotno, (int) other)));
-		proc_exit(0);
-	}
-	my_slot = slot;
-	before_shmem_exit(bf_worker_detach, (Datum) 0);
-}
-
-/* Give the slot back when the process exits. */
-static void
-bf_worker_detach(int code, Datum arg)
-{
-	if (my_slot == NULL)
-		return;
-	SpinLockAcquire(&my_slot->mutex);
-	my_slot->pid = 0;
-	my_slot->latch = NULL;
-	my_slot->run_id = 0;
-	SpinLockRelease(&my_slot->mutex);
-	my_slot = NULL;
-}
-
-/* Show the item being executed (or none, for NULL) in shared memory. */
-static void
-bf_publish(BfClaim *claim)
-{
-	SpinLockAcquire(&my_slot->mutex);
-	if (claim)
-	{
-		my_slot->run_id = claim->loop->run_id;
-		my_slot->loop_ref = claim->loop->loop_ref;
-		my_slot->idx = claim->idx;
-		my_slot->started_at = claim->started_at;
-		my_slot->nactive = 1;
-	}
-	else
-	{
-		my_slot->run_id = 0;
-		my_slot->nactive = 0;
-	}
-	SpinLockRelease(&my_slot->mutex);
-}
-
-/* Show an HTTP batch: nactive items of one loop in flight (0: none). */
-void
-bf_publish_batch(int64 run_id, int64 loop_ref, int nactive)
-{
-	SpinLockAcquire(&my_slot->mutex);
-	my_slot->run_id = nactive > 0 ? run_id : 0;
-	my_slot->loop_ref = loop_ref;
-	my_slot->idx = -1;
-	my_slot->started_at = GetCurrentTimestamp();
-	my_slot->nactive = nactive;
-	SpinLockRelease(&my_slot->mutex);
-}
 
 /* Close each listed loop in a transaction of its own. */
 static void
@@ -143,15 +69,9 @@ bf_close_loops(int64 *ids, int n)
 	{
 		bool		closed;
 
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		pgstat_report_activity(STATE_RUNNING, "batchflow: closing loop");
+		bf_txn_begin("batchflow: closing loop");
 		closed = bf_loop_try_close(ids[i]);
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		bf_txn_end();
 		if (closed)
 			bf_loop_info_forget(ids[i]);
 	}
@@ -175,11 +95,7 @@ bf_worker_step(long *sleep_ms)
 
 	*sleep_ms = bf_poll_interval_ms;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "batchflow: claiming");
+	bf_txn_begin("batchflow: claiming");
 
 	/* Before CREATE EXTENSION there is nothing to do. */
 	if (OidIsValid(get_namespace_oid("batchflow", true)))
@@ -198,7 +114,7 @@ bf_worker_step(long *sleep_ms)
 				elog(ERROR, "could not warm up the batchflow functions");
 		}
 		bf_http_requeue_mine();
-		claimed = bf_claim_next(&claim, &next_due, close_list, &nclose);
+		claimed = bf_claim_next_item(&claim, &next_due, close_list, &nclose);
 		if (claimed && claim.loop->has_http)
 		{
 			/* HTTP items run outside this transaction (http_batch.c). */
@@ -216,10 +132,10 @@ bf_worker_step(long *sleep_ms)
 			 */
 			for (;;)
 			{
-				bf_publish(&claim);
+				bf_pool_publish_item(claim.loop->run_id, claim.loop->loop_ref,
+									 claim.idx, claim.started_at);
 				bf_execute_item(&claim, &result);
-				bf_record_result(&claim, &result);
-				bf_progress_item_done(&claim, &result);
+				(void) bf_record_result(&claim, &result);
 				nitems++;
 				if (!result.ok || claim.loop->is_activity ||
 					nitems >= BF_MAX_BATCH_ITEMS ||
@@ -227,7 +143,7 @@ bf_worker_step(long *sleep_ms)
 											   bf_batch_ms))
 					break;
 				CHECK_FOR_INTERRUPTS();
-				if (!bf_claim_more(&claim))
+				if (!bf_claim_short_next(&claim))
 					break;
 			}
 
@@ -245,11 +161,9 @@ bf_worker_step(long *sleep_ms)
 	}
 
 	bf_progress_flush();
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	bf_txn_end();
 	if (claimed)
-		bf_publish(NULL);
+		bf_pool_publish_idle();
 	if (http)
 		bf_http_drive();
 
@@ -278,7 +192,7 @@ bf_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
-	bf_worker_attach(DatumGetInt32(main_arg));
+	bf_pool_attach(DatumGetInt32(main_arg));
 	BackgroundWorkerInitializeConnection(bf_database_name, NULL, 0);
 	bf_worker_pin_search_path();
 	pgstat_report_appname("batchflow worker");
@@ -311,7 +225,7 @@ bf_worker_main(Datum main_arg)
 			FlushErrorState();
 			AbortCurrentTransaction();
 			bf_http_abandon();
-			bf_publish(NULL);
+			bf_pool_publish_idle();
 			pgstat_report_activity(STATE_IDLE, NULL);
 			sleep_ms = 1000;
 			worked = false;

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * claim_batch.c
+ * short_items.c
  *	  Batching short items: claiming the next item of the loop a worker
  *	  already holds a slot of, into the same transaction.
  *
@@ -15,7 +15,7 @@
  *	  every item would make a long loop quadratic.
  *
  * IDENTIFICATION
- *	  src/claim_batch.c
+ *	  src/short_items.c
  *
  *-------------------------------------------------------------------------
  */
@@ -26,6 +26,8 @@
 #include "utils/timestamp.h"
 
 #include "batchflow.h"
+#include "claim.h"
+#include "spi_util.h"
 
 static SPIPlanPtr more_plan = NULL;
 
@@ -35,7 +37,7 @@ static SPIPlanPtr more_plan = NULL;
  * or (sequential) its next index is not ready.
  */
 bool
-bf_claim_more(BfClaim *claim)
+bf_claim_short_next(BfClaim *claim)
 {
 	Datum		args[2];
 	HeapTuple	it;
@@ -43,21 +45,16 @@ bf_claim_more(BfClaim *claim)
 	bool		isnull;
 	int32		idx;
 
-	if (more_plan == NULL)
-	{
-		Oid			types[2] = {INT8OID, INT4OID};
+	static const Oid types[2] = {INT8OID, INT4OID};
 
-		more_plan = SPI_prepare("SELECT idx, item, attempts FROM batchflow.item"
-								" WHERE loop_ref = $1 AND idx > $2 AND status = 'pending'"
-								"   AND (not_before IS NULL OR not_before <= clock_timestamp())"
-								"   AND EXISTS (SELECT 1 FROM batchflow.loop"
-								"                WHERE id = $1 AND status = 'running')"
-								" ORDER BY idx LIMIT 1"
-								" FOR UPDATE SKIP LOCKED", 2, types);
-		if (more_plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(more_plan);
-	}
+	bf_keep_plan(&more_plan,
+				 "SELECT idx, item, attempts FROM batchflow.item"
+				 " WHERE loop_ref = $1 AND idx > $2 AND status = 'pending'"
+				 "   AND (not_before IS NULL OR not_before <= clock_timestamp())"
+				 "   AND EXISTS (SELECT 1 FROM batchflow.loop"
+				 "                WHERE id = $1 AND status = 'running')"
+				 " ORDER BY idx LIMIT 1"
+				 " FOR UPDATE SKIP LOCKED", 2, types);
 
 	args[0] = Int64GetDatum(claim->loop->loop_ref);
 	args[1] = Int32GetDatum(claim->idx);

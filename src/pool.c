@@ -1,0 +1,388 @@
+/*-------------------------------------------------------------------------
+ *
+ * pool.c
+ *	  The worker pool's shared memory: one worker slot per item worker,
+ *	  the wake-up machinery, and the condition variable bf_wait sleeps on.
+ *
+ *	  Nothing here is the source of truth for a run: the tables are.  Shared
+ *	  memory only carries what must be fast or live: which item each worker
+ *	  executes right now (the "active" figure of the progress views and the
+ *	  "running" status of the items view) and the latches to set when new
+ *	  work commits.  After a crash it starts empty, which is exactly right:
+ *	  nothing is executing.
+ *
+ *	  This file alone touches the structure.  Each worker slot has a
+ *	  spinlock that protects straight-line copies of a few fields and
+ *	  nothing else: readers copy a slot out (bf_pool_read) and work on the
+ *	  copy; system calls (kill, the clock) happen outside the lock.  A
+ *	  slot is written only by the worker that serves it (bf_pool_attach,
+ *	  the publish functions, the exit callback).
+ *
+ * IDENTIFICATION
+ *	  src/pool.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "access/xact.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "batchflow.h"
+#include "pool.h"
+
+/*
+ * One entry per item worker.  The owner writes it under the spinlock;
+ * bf_active_items() and the progress views read copies.  pid 0: free.
+ */
+typedef struct BfWorkerSlot
+{
+	slock_t		mutex;
+	pid_t		pid;
+	Latch	   *latch;
+	int64		run_id;			/* item being executed, or 0 */
+	int64		loop_ref;
+	int32		idx;
+	TimestampTz started_at;
+	int32		nactive;
+} BfWorkerSlot;
+
+typedef struct BfPoolShared
+{
+	bool		recovered;		/* launcher ran the after-restart recovery */
+	ConditionVariable run_done_cv;	/* broadcast when a run finishes */
+	int			nslots;
+	BfWorkerSlot slots[FLEXIBLE_ARRAY_MEMBER];
+} BfPoolShared;
+
+static BfPoolShared *BfPool = NULL;
+
+/* This process's worker slot, if it is an item worker. */
+static BfWorkerSlot *my_slot = NULL;
+static int	my_slotno = -1;
+
+/* What the current transaction asked to do once it commits. */
+static bool wake_pending = false;
+static bool runs_done_pending = false;
+static bool xact_callback_registered = false;
+
+static void bf_pool_detach(int code, Datum arg);
+static void bf_xact_callback(XactEvent event, void *arg);
+static void bf_register_xact_callback(void);
+
+PG_FUNCTION_INFO_V1(bf_active_items);
+
+/* Bytes of shared memory the pool needs. */
+Size
+bf_pool_shmem_size(void)
+{
+	return add_size(offsetof(BfPoolShared, slots),
+					mul_size(bf_max_workers, sizeof(BfWorkerSlot)));
+}
+
+/* Create or attach to the pool's state (from the shmem startup hook). */
+void
+bf_pool_shmem_startup(void)
+{
+	bool		found;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	BfPool = ShmemInitStruct("batchflow", bf_pool_shmem_size(), &found);
+	if (!found)
+	{
+		memset(BfPool, 0, bf_pool_shmem_size());
+		ConditionVariableInit(&BfPool->run_done_cv);
+		BfPool->nslots = bf_max_workers;
+		for (int i = 0; i < BfPool->nslots; i++)
+			SpinLockInit(&BfPool->slots[i].mutex);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* Is there a pool (the library was preloaded)? */
+bool
+bf_pool_exists(void)
+{
+	return BfPool != NULL;
+}
+
+/* Number of worker slots, 0 without a pool. */
+int
+bf_pool_nslots(void)
+{
+	return BfPool != NULL ? BfPool->nslots : 0;
+}
+
+/* Copy worker slot slotno into *view; false if no worker serves it. */
+bool
+bf_pool_read(int slotno, BfWorkerView *view)
+{
+	volatile BfWorkerSlot *slot;
+
+	memset(view, 0, sizeof(BfWorkerView));
+	if (BfPool == NULL || slotno < 0 || slotno >= BfPool->nslots)
+		return false;
+	slot = &BfPool->slots[slotno];
+	SpinLockAcquire(&slot->mutex);
+	view->pid = slot->pid;
+	view->run_id = slot->run_id;
+	view->loop_ref = slot->loop_ref;
+	view->idx = slot->idx;
+	view->started_at = slot->started_at;
+	view->nactive = slot->nactive;
+	SpinLockRelease(&slot->mutex);
+	return view->pid != 0;
+}
+
+/* This process's worker slot number, or -1 if it is not an item worker. */
+int
+bf_pool_my_slot(void)
+{
+	return my_slotno;
+}
+
+/* Take worker slot slotno for this process, or exit if it is served. */
+void
+bf_pool_attach(int slotno)
+{
+	volatile BfWorkerSlot *slot;
+	pid_t		other;
+	bool		taken = false;
+
+	if (BfPool == NULL || slotno < 0 || slotno >= BfPool->nslots)
+		ereport(FATAL,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("batchflow worker slot %d does not exist", slotno)));
+	slot = &BfPool->slots[slotno];
+
+	/*
+	 * Read the holder, ask the kernel whether it lives outside the lock,
+	 * and take the slot only if the holder did not change meanwhile.
+	 */
+	SpinLockAcquire(&slot->mutex);
+	other = slot->pid;
+	SpinLockRelease(&slot->mutex);
+	if (other == 0 || kill(other, 0) != 0)
+	{
+		SpinLockAcquire(&slot->mutex);
+		if (slot->pid == other)
+		{
+			slot->pid = MyProcPid;
+			slot->latch = MyLatch;
+			slot->run_id = 0;
+			slot->nactive = 0;
+			taken = true;
+		}
+		else
+			other = slot->pid;
+		SpinLockRelease(&slot->mutex);
+	}
+	if (!taken)
+	{
+		ereport(LOG,
+				(errmsg("batchflow worker slot %d is already served by process %d",
+						slotno, (int) other)));
+		proc_exit(0);
+	}
+	my_slot = &BfPool->slots[slotno];
+	my_slotno = slotno;
+	before_shmem_exit(bf_pool_detach, (Datum) 0);
+}
+
+/* Give the slot back when the process exits. */
+static void
+bf_pool_detach(int code, Datum arg)
+{
+	volatile BfWorkerSlot *slot = my_slot;
+
+	if (slot == NULL)
+		return;
+	SpinLockAcquire(&slot->mutex);
+	slot->pid = 0;
+	slot->latch = NULL;
+	slot->run_id = 0;
+	slot->nactive = 0;
+	SpinLockRelease(&slot->mutex);
+	my_slot = NULL;
+	my_slotno = -1;
+}
+
+/* Show one item being executed by this worker. */
+void
+bf_pool_publish_item(int64 run_id, int64 loop_ref, int32 idx,
+					 TimestampTz started_at)
+{
+	volatile BfWorkerSlot *slot = my_slot;
+
+	if (slot == NULL)
+		return;
+	SpinLockAcquire(&slot->mutex);
+	slot->run_id = run_id;
+	slot->loop_ref = loop_ref;
+	slot->idx = idx;
+	slot->started_at = started_at;
+	slot->nactive = 1;
+	SpinLockRelease(&slot->mutex);
+}
+
+/* Show an HTTP batch: nactive items of one loop in flight (0: none). */
+void
+bf_pool_publish_batch(int64 run_id, int64 loop_ref, int nactive)
+{
+	volatile BfWorkerSlot *slot = my_slot;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (slot == NULL)
+		return;
+	SpinLockAcquire(&slot->mutex);
+	slot->run_id = nactive > 0 ? run_id : 0;
+	slot->loop_ref = loop_ref;
+	slot->idx = -1;
+	slot->started_at = now;
+	slot->nactive = nactive;
+	SpinLockRelease(&slot->mutex);
+}
+
+/* Show that this worker executes nothing. */
+void
+bf_pool_publish_idle(void)
+{
+	volatile BfWorkerSlot *slot = my_slot;
+
+	if (slot == NULL)
+		return;
+	SpinLockAcquire(&slot->mutex);
+	slot->run_id = 0;
+	slot->nactive = 0;
+	SpinLockRelease(&slot->mutex);
+}
+
+/* Has the launcher run the after-restart recovery for this shared memory? */
+bool
+bf_pool_recovered(void)
+{
+	return BfPool != NULL && BfPool->recovered;
+}
+
+/* The launcher ran the recovery (only the launcher writes the flag). */
+void
+bf_pool_set_recovered(void)
+{
+	if (BfPool != NULL)
+		BfPool->recovered = true;
+}
+
+/* The condition variable broadcast when a run finishes, or NULL. */
+ConditionVariable *
+bf_pool_run_done_cv(void)
+{
+	return BfPool != NULL ? &BfPool->run_done_cv : NULL;
+}
+
+/* Set the latch of every item worker. */
+void
+bf_wake_workers(void)
+{
+	if (BfPool == NULL)
+		return;
+	for (int i = 0; i < BfPool->nslots; i++)
+	{
+		volatile BfWorkerSlot *slot = &BfPool->slots[i];
+		Latch	   *latch;
+
+		SpinLockAcquire(&slot->mutex);
+		latch = slot->pid != 0 ? slot->latch : NULL;
+		SpinLockRelease(&slot->mutex);
+		if (latch)
+			SetLatch(latch);
+	}
+}
+
+/* Make sure bf_xact_callback runs at the end of this transaction. */
+static void
+bf_register_xact_callback(void)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(bf_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+}
+
+/* Wake the workers when (and only if) the current transaction commits. */
+void
+bf_wake_on_commit(void)
+{
+	bf_register_xact_callback();
+	wake_pending = true;
+}
+
+/* Wake bf_wait sleepers when the current transaction commits. */
+void
+bf_runs_finished_on_commit(void)
+{
+	bf_register_xact_callback();
+	runs_done_pending = true;
+}
+
+/* At commit, act on what the transaction asked for; at abort, forget it. */
+static void
+bf_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (wake_pending)
+				bf_wake_workers();
+			if (runs_done_pending && BfPool != NULL)
+				ConditionVariableBroadcast(&BfPool->run_done_cv);
+			wake_pending = runs_done_pending = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			wake_pending = runs_done_pending = false;
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * bf_active_items() returns (pid, run_id, loop_ref, idx, started_at) for
+ * every item a worker is executing right now.
+ */
+Datum
+bf_active_items(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, 0);
+	for (int i = 0; i < bf_pool_nslots(); i++)
+	{
+		BfWorkerView w;
+		Datum		values[5];
+		bool		nulls[5] = {false, false, false, false, false};
+
+		if (!bf_pool_read(i, &w) || w.run_id == 0)
+			continue;
+		values[0] = Int32GetDatum(w.pid);
+		values[1] = Int64GetDatum(w.run_id);
+		values[2] = Int64GetDatum(w.loop_ref);
+		values[3] = Int32GetDatum(w.idx);
+		values[4] = TimestampTzGetDatum(w.started_at);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	PG_RETURN_VOID();
+}

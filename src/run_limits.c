@@ -1,0 +1,47 @@
+/*-------------------------------------------------------------------------
+ *
+ * run_limits.c
+ *	  Resource limits on what a run may hold: batchflow.max_items_per_run
+ *	  and batchflow.max_item_size.  batchflow._advance reads them (with
+ *	  current_setting) when it reaches a loop; C only declares them.
+ *
+ * IDENTIFICATION
+ *	  src/run_limits.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "utils/guc.h"
+
+#include "run_limits.h"
+
+/* Read by batchflow._advance through current_setting(), not in C. */
+static int	bf_max_items_per_run = BF_DEFAULT_MAX_ITEMS_PER_RUN;
+static int	bf_max_item_kb = BF_DEFAULT_MAX_ITEM_KB;
+
+/*
+ * The limits on what a run may hold.  Superuser-only, so that a role cannot
+ * raise its own limits; batchflow._advance reads them when it reaches a loop.
+ */
+void
+bf_limits_define_gucs(void)
+{
+	DefineCustomIntVariable("batchflow.max_items_per_run",
+							"Largest number of items one run may create, over all its loops.",
+							"Checked when a loop is reached and its input array is resolved.",
+							&bf_max_items_per_run,
+							BF_DEFAULT_MAX_ITEMS_PER_RUN, 1, INT_MAX,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("batchflow.max_item_size",
+							"Largest single item a loop accepts.",
+							"Measured as the item's jsonb size; every item is passed to each activity as a parameter.",
+							&bf_max_item_kb,
+							BF_DEFAULT_MAX_ITEM_KB, 1, BF_MAX_MAX_ITEM_KB,
+							PGC_SUSET, GUC_UNIT_KB,
+							NULL, NULL, NULL);
+}
+

@@ -1,0 +1,25 @@
+/*-------------------------------------------------------------------------
+ *
+ * spi_util.h
+ *	  The two SPI patterns every background file uses: a statement
+ *	  prepared once per process and kept, and the transaction bracket
+ *	  (transaction, SPI, snapshot) around a piece of bookkeeping.
+ *
+ * IDENTIFICATION
+ *	  src/spi_util.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef BATCHFLOW_SPI_UTIL_H
+#define BATCHFLOW_SPI_UTIL_H
+
+#include "postgres.h"
+
+#include "executor/spi.h"
+
+extern SPIPlanPtr bf_keep_plan(SPIPlanPtr *plan, const char *sql,
+							   int nargs, const Oid *types);
+extern void bf_txn_begin(const char *activity);
+extern void bf_txn_end(void);
+
+#endif							/* BATCHFLOW_SPI_UTIL_H */
