@@ -19,6 +19,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 
 #include "batchflow.h"
@@ -30,6 +31,8 @@
 #include "run_limits.h"
 
 PG_MODULE_MAGIC;
+
+PG_FUNCTION_INFO_V1(bf_sql_setting);
 
 void		_PG_init(void);
 
@@ -135,4 +138,24 @@ bf_shmem_startup_hook(void)
 		prev_shmem_startup_hook();
 	bf_pool_shmem_startup();
 	bf_progress_shmem_startup();
+}
+
+/*
+ * batchflow._setting(name text) returns text: the current value of a
+ * batchflow setting, with its unit.  SQL reads the settings through it
+ * rather than current_setting(name, true): calling it loads the library,
+ * which defines every batchflow setting with its default, so no default
+ * is repeated in SQL.
+ */
+Datum
+bf_sql_setting(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	if (strncmp(name, "batchflow.", 10) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"%s\" is not a batchflow setting", name),
+				 errhint("Use current_setting() for other settings.")));
+	PG_RETURN_TEXT_P(cstring_to_text(GetConfigOptionByName(name, NULL, false)));
 }

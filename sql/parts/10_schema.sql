@@ -173,7 +173,9 @@ CREATE INDEX item_running_idx ON batchflow.item (worker_pid) WHERE status = 'run
  * their items, with one statement-level trigger instead of a cascade.
  */
 CREATE FUNCTION batchflow._loop_delete_items() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
 BEGIN
     DELETE FROM batchflow.item i USING gone g WHERE i.loop_ref = g.id;
     RETURN NULL;
@@ -209,3 +211,8 @@ CREATE INDEX item_error_item_idx ON batchflow.item_error (loop_ref, idx);
 CREATE INDEX item_error_run_idx ON batchflow.item_error (run_id);
 
 REVOKE ALL ON ALL TABLES IN SCHEMA batchflow FROM PUBLIC;
+
+-- The settings' defaults live in C only: SQL reads them through this.
+CREATE FUNCTION batchflow._setting(name text) RETURNS text
+    LANGUAGE C STABLE STRICT AS 'MODULE_PATHNAME', 'bf_sql_setting';
+COMMENT ON FUNCTION batchflow._setting(text) IS 'Internal: the current value of a batchflow setting (loading the library defines every setting with its default)';

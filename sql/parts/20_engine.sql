@@ -42,7 +42,9 @@ REVOKE ALL ON FUNCTION batchflow.claim_item(bigint) FROM PUBLIC;
  * is not an array fails the run with an error that names the source.
  */
 CREATE FUNCTION batchflow._advance(p_run bigint, p_from int) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
 DECLARE
     r        record;
     v_nodes    jsonb;
@@ -143,8 +145,7 @@ BEGIN
          * created; reached later by a worker, it fails the run.
          */
         v_msg := NULL;
-        v_limit := coalesce(nullif(current_setting('batchflow.max_items_per_run', true), '')::bigint,
-                            10000000);
+        v_limit := batchflow._setting('batchflow.max_items_per_run')::bigint;
         v_total := n + (SELECT coalesce(sum(l.total), 0) FROM batchflow.loop l WHERE l.run_id = p_run);
         IF v_total > v_limit THEN
             v_msg := format('too many items for one run: node "%s" would bring the run to %s items',
@@ -153,8 +154,7 @@ BEGIN
                                v_srcname, n, v_limit);
             v_hint := 'Split the input over several runs, or have a superuser raise batchflow.max_items_per_run.';
         ELSE
-            v_limit := pg_size_bytes(coalesce(nullif(current_setting('batchflow.max_item_size', true), ''),
-                                              '16MB'));
+            v_limit := pg_size_bytes(batchflow._setting('batchflow.max_item_size'));
             IF pg_column_size(v_arr) > v_limit THEN
                 SELECT (e.ord - 1)::int AS idx, pg_column_size(e.value) AS size INTO v_big
                   FROM jsonb_array_elements(v_arr) WITH ORDINALITY AS e(value, ord)
@@ -223,7 +223,9 @@ COMMENT ON FUNCTION batchflow._advance(bigint, int) IS 'Internal: move a run to 
  * Safe to call any number of times from any number of sessions.
  */
 CREATE FUNCTION batchflow._close_loop(p_loop bigint) RETURNS boolean
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
 DECLARE
     l record;
 BEGIN

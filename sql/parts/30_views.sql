@@ -24,7 +24,7 @@ CREATE FUNCTION batchflow.visible(owner oid) RETURNS boolean
     LANGUAGE C STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'bf_sql_visible';
 COMMENT ON FUNCTION batchflow.visible(oid) IS 'True if the current user may see and control objects owned by the given role';
 
-CREATE VIEW batchflow.runs AS
+CREATE VIEW batchflow.runs WITH (security_invoker = true) AS
 SELECT r.id,
        v.workflow,
        v.version,
@@ -64,7 +64,7 @@ COMMENT ON COLUMN batchflow.runs.vars IS 'Run variables: input keys and saved ac
  * idx LIMIT k) reads item_run_idx (run_id, idx, loop_ref) from n on and
  * stops after k rows of the loop.
  */
-CREATE VIEW batchflow.items AS
+CREATE VIEW batchflow.items WITH (security_invoker = true) AS
 SELECT i.run_id,
        l.node_id AS loop_id,
        i.idx,

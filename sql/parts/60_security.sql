@@ -65,39 +65,22 @@ GRANT SELECT ON batchflow.workflow, batchflow.workflow_version, batchflow.run,
     batchflow.progress_counter, batchflow.pruned_run TO PUBLIC;
 
 /*
- * runs and items read the tables with the rights of the role querying them,
- * so the policies above apply to them as to the tables.
+ * The views and the internal PL/pgSQL functions declare their security
+ * attributes where they are created, so that a later CREATE OR REPLACE
+ * keeps them:
  *
- * The progress views compute their rows from several tables and shared
- * memory with their owner's rights and filter with batchflow.visible();
- * security_barrier makes that filter run before any condition of the
- * querying role, so a function of that role (say, one that raises a NOTICE
- * with its argument) never sees another role's rows.
+ *   - runs and items (part 30) are security_invoker: they read the tables
+ *     with the rights of the role querying them, so the policies above
+ *     apply to them as to the tables;
+ *   - the progress views (parts 43 to 45) compute their rows from several
+ *     tables and shared memory with their owner's rights and filter with
+ *     batchflow.visible(); security_barrier makes that filter run before
+ *     any condition of the querying role, so a function of that role (say,
+ *     one that raises a NOTICE with its argument) never sees another
+ *     role's rows;
+ *   - the internal PL/pgSQL functions (batchflow._*) run as the extension
+ *     owner or a worker, which pin search_path themselves; they pin it
+ *     too (SET search_path = pg_catalog, pg_temp), so that no caller's
+ *     search_path ever decides which function or operator they call.  The
+ *     SQL ones are left alone so that they can still be inlined.
  */
-ALTER VIEW batchflow.runs SET (security_invoker = true);
-ALTER VIEW batchflow.items SET (security_invoker = true);
-ALTER VIEW batchflow.progress SET (security_barrier = true);
-ALTER VIEW batchflow.dashboard SET (security_barrier = true);
-ALTER VIEW batchflow.loop_stats SET (security_barrier = true);
-ALTER VIEW batchflow.stuck_runs SET (security_barrier = true);
-
-/*
- * The internal PL/pgSQL functions (batchflow._*) run as the extension owner
- * or a worker, which pin search_path themselves; pinning it on the
- * functions as well means that no caller's search_path ever decides which
- * function or operator they call.  (The SQL ones are left alone so that
- * they can still be inlined.)
- */
-DO $$
-DECLARE
-    f regprocedure;
-BEGIN
-    FOR f IN SELECT p.oid
-               FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
-              WHERE p.pronamespace = 'batchflow'::regnamespace
-                AND p.proname LIKE '\_%' AND l.lanname = 'plpgsql' AND p.proconfig IS NULL
-    LOOP
-        EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f);
-    END LOOP;
-END
-$$;
