@@ -182,21 +182,12 @@ static Datum
 bf_run_child(BfClaim *claim, BfChild *child, Datum prev, bool prev_isnull,
 			 bool *isnull)
 {
+	static const Oid child_arg_types[3] = {JSONBOID, INT4OID, JSONBOID};
 	Datum		args[3];
 	char		nulls[3] = {' ', ' ', ' '};
 	int			rc;
 
-	if (child->plan == NULL)
-	{
-		Oid			types[3] = {JSONBOID, INT4OID, JSONBOID};
-		SPIPlanPtr	plan = SPI_prepare(child->sql, 3, types);
-
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(plan) != 0)
-			elog(ERROR, "SPI_keepplan failed");
-		child->plan = plan;
-	}
+	bf_keep_plan(&child->plan, child->sql, 3, child_arg_types);
 
 	args[0] = claim->item;
 	nulls[0] = claim->item_isnull ? 'n' : ' ';

@@ -39,11 +39,7 @@ PG_FUNCTION_INFO_V1(bf_start);
 PG_FUNCTION_INFO_V1(bf_wait);
 PG_FUNCTION_INFO_V1(bf_cancel);
 PG_FUNCTION_INFO_V1(bf_retry);
-PG_FUNCTION_INFO_V1(bf_sql_wake_on_commit);
-PG_FUNCTION_INFO_V1(bf_sql_run_finished_on_commit);
 
-static Oid	bf_run_owner_checked(int64 run_id, Oid caller, char **status,
-								 bool *started_here);
 static char *bf_run_status(int64 run_id);
 static bool bf_status_is_final(const char *status);
 
@@ -54,39 +50,6 @@ bf_status_is_final(const char *status)
 	return strcmp(status, "succeeded") == 0 ||
 		strcmp(status, "failed") == 0 ||
 		strcmp(status, "cancelled") == 0;
-}
-
-/*
- * Look up a run's owner and status, and refuse if it does not exist or
- * "caller" may not act on it.  Must be called inside SPI, as the extension
- * owner: the check is made for the caller, not for the current user.
- */
-static Oid
-bf_run_owner_checked(int64 run_id, Oid caller, char **status, bool *started_here)
-{
-	Datum		arg = Int64GetDatum(run_id);
-	Oid			argtype = INT8OID;
-	bool		isnull;
-	Oid			owner;
-
-	if (SPI_execute_with_args("SELECT owner, status, xmin FROM batchflow.run WHERE id = $1",
-							  1, &argtype, &arg, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not look up run " INT64_FORMAT, run_id);
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("run " INT64_FORMAT " does not exist", run_id),
-				 errhint("The runs you can see are listed in the batchflow.runs view.")));
-	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
-										   SPI_tuptable->tupdesc, 1, &isnull));
-	if (status)
-		*status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-	if (started_here)
-		*started_here = TransactionIdIsCurrentTransactionId(
-			DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[0],
-												SPI_tuptable->tupdesc, 3, &isnull)));
-	bf_check_run_access(run_id, owner, caller);
-	return owner;
 }
 
 /*
@@ -243,7 +206,7 @@ bf_wait(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	bf_become_admin(&saved);
-	bf_run_owner_checked(run_id, saved.userid, NULL, &started_here);
+	bf_run_checked(run_id, saved.userid, NULL, &started_here);
 	if (started_here)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -312,7 +275,7 @@ bf_cancel(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	bf_become_admin(&saved);
-	bf_run_owner_checked(run_id, saved.userid, &status, NULL);
+	bf_run_checked(run_id, saved.userid, &status, NULL);
 	if (bf_status_is_final(status))
 	{
 		bf_restore_user(&saved);
@@ -372,7 +335,7 @@ bf_retry(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	bf_become_admin(&saved);
-	bf_run_owner_checked(run_id, saved.userid, &status, NULL);
+	bf_run_checked(run_id, saved.userid, &status, NULL);
 	if (!bf_status_is_final(status))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -415,20 +378,4 @@ bf_retry(PG_FUNCTION_ARGS)
 	bf_restore_user(&saved);
 	SPI_finish();
 	PG_RETURN_INT64(requeued);
-}
-
-/* batchflow._wake_on_commit(): SQL access to bf_wake_on_commit. */
-Datum
-bf_sql_wake_on_commit(PG_FUNCTION_ARGS)
-{
-	bf_wake_on_commit();
-	PG_RETURN_VOID();
-}
-
-/* batchflow._run_finished_on_commit(): SQL access to bf_runs_finished_on_commit. */
-Datum
-bf_sql_run_finished_on_commit(PG_FUNCTION_ARGS)
-{
-	bf_runs_finished_on_commit();
-	PG_RETURN_VOID();
 }

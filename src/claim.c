@@ -2,22 +2,22 @@
  *
  * claim.c
  *	  Choosing the next item to execute: a loop in round-robin order, a
- *	  free slot under that loop's cap, and the loop's next pending item.
+ *	  free cap lock under that loop's cap, and the loop's next pending item.
  *
- *	  The cap is enforced with slot locks: loop L with cap c has c lock tags
+ *	  The cap is enforced with cap locks: loop L with cap c has c lock tags
  *	  (advisory-lock tags in a key space SQL's pg_advisory_* functions never
  *	  use), and a worker must hold one, in ExclusiveLock mode, for as long
  *	  as it executes an item of L.  The lock is transaction-scoped and the
- *	  item's effects, its completion and the release of the slot all happen
+ *	  item's effects, its completion and the release of the cap lock all happen
  *	  at the same commit, so at no instant can more than c items of L
  *	  execute: not with many workers, not across crashes (the lock manager
  *	  forgets everything on restart, and so do the items' transactions).
- *	  The slot is free again the moment the item commits, and the worker
+ *	  The cap lock is free again the moment the item commits, and the worker
  *	  that freed it immediately looks for the next item.
  *
- *	  Within a slot, the item is claimed with FOR UPDATE SKIP LOCKED in
+ *	  Under a cap lock, the item is claimed with FOR UPDATE SKIP LOCKED in
  *	  index order, through the partial index item_claim_idx.  Sequential
- *	  loops have one slot and take strictly the lowest pending index, even
+ *	  loops have one cap lock and take strictly the lowest pending index, even
  *	  when it is waiting out a retry backoff.
  *
  * IDENTIFICATION
@@ -42,9 +42,9 @@
 #define BF_CAP_LOCK_BASE 16
 
 /*
- * Set by http_batch.c: does this backend already hold this slot at session
+ * Set by http_batch.c: does this backend already hold this cap lock at session
  * level for an item still executing?  The lock manager would grant it again (a backend
- * never conflicts with itself), so such slots must be skipped.
+ * never conflicts with itself), so such cap locks must be skipped.
  */
 bool		(*bf_cap_lock_is_mine_hook) (const LOCKTAG *tag) = NULL;
 
@@ -83,8 +83,8 @@ static SPIPlanPtr loop_running_plan = NULL;
 /* What bf_claim_under_cap found in one loop. */
 typedef enum BfLoopClaim
 {
-	BF_CLAIMED,					/* slot held, item row locked */
-	BF_NO_CAP_LOCK,					/* all of the loop's slots are held */
+	BF_CLAIMED,					/* cap lock held, item row locked */
+	BF_NO_CAP_LOCK,				/* all of the loop's cap locks are held */
 	BF_BACKING_OFF,				/* sequential: the next item waits for a retry */
 	BF_NOTHING_PENDING			/* no claimable item */
 } BfLoopClaim;
@@ -109,7 +109,7 @@ bf_keep_claim_plan(SPIPlanPtr *plan, const char *sql, int nargs)
 	return bf_keep_plan(plan, sql, nargs, types);
 }
 
-/* The lock tag of slot "slot" of loop "loop_ref". */
+/* The lock tag of cap lock number "slot" (0 .. cap - 1) of loop "loop_ref". */
 static void
 bf_cap_lock_tag(LOCKTAG *tag, int64 loop_ref, int slot)
 {
@@ -120,8 +120,8 @@ bf_cap_lock_tag(LOCKTAG *tag, int64 loop_ref, int slot)
 }
 
 /*
- * Take any free slot of the loop without waiting; false if all c are held.
- * Workers start their search at different slots to avoid colliding.
+ * Take any free cap lock of the loop without waiting; false if all c are held.
+ * Workers start their search at different cap locks to avoid colliding.
  */
 static bool
 bf_take_cap_lock(int64 loop_ref, int cap, LOCKTAG *tag)
@@ -170,10 +170,10 @@ bf_prepare_claim_plans(void)
 }
 
 /*
- * Take a slot of one loop and lock its next claimable item (inside SPI).
+ * Take a cap lock of one loop and lock its next claimable item (inside SPI).
  * On BF_CLAIMED the item's row (idx, item, attempts) is SPI_tuptable's
  * first row and both locks are held until the transaction ends; otherwise
- * nothing is held.  *tag is the slot taken, if any.  On BF_BACKING_OFF
+ * nothing is held.  *tag is the cap lock taken, if any.  On BF_BACKING_OFF
  * *due is when the next item is due.
  */
 static BfLoopClaim
@@ -249,7 +249,7 @@ bf_claim_under_cap(int64 loop_ref, int cap, bool sequential, TimestampTz now,
 
 /*
  * Claim the next item to execute, in the current transaction (inside SPI).
- * On success the item's row is locked and a slot of its loop is held until
+ * On success the item's row is locked and a cap lock of its loop is held until
  * the transaction ends.  Otherwise *next_due is lowered to the earliest
  * retry backoff that ends in the future, and loops that look finished (or
  * that were stopped) are appended to *close_list for the caller to close
@@ -362,9 +362,9 @@ bf_claim_next_item(BfClaim *claim, TimestampTz *next_due,
 
 /*
  * Claim one more item of the given loop for an HTTP batch (inside SPI):
- * a free slot this backend does not hold yet, then the next claimable
- * item.  False if the loop is no longer running, has no free slot, or has
- * nothing claimable now.  On success the slot and the row are locked for
+ * a free cap lock this backend does not hold yet, then the next claimable
+ * item.  False if the loop is no longer running, has no free cap lock, or has
+ * nothing claimable now.  On success the cap lock and the row are locked for
  * the transaction and claim is filled in (item in the current context).
  */
 bool
@@ -388,7 +388,7 @@ bf_claim_for_http(BfLoopInfo *loop, BfClaim *claim)
 	return true;
 }
 
-/* Fill claim from the claimed row (idx, item, attempts) and its slot. */
+/* Fill claim from the claimed row (idx, item, attempts) and its cap lock. */
 static void
 bf_claim_fill(BfClaim *claim, SPITupleTable *claimed, const LOCKTAG *tag)
 {
@@ -407,16 +407,16 @@ bf_claim_fill(BfClaim *claim, SPITupleTable *claimed, const LOCKTAG *tag)
  * batchflow.claim_item(loop_ref bigint) returns int
  *
  * A diagnostic and testing entry point: claim the next item of one loop
- * exactly as a worker does (a free slot under the loop's cap, then the
+ * exactly as a worker does (a free cap lock under the loop's cap, then the
  * next pending item with FOR UPDATE SKIP LOCKED) and return its index, or
- * NULL when no slot is free or nothing is claimable.  Both locks are held
+ * NULL when no cap lock is free or nothing is claimable.  Both locks are held
  * until the caller's transaction ends; the item itself is not executed or
- * changed.  A second call in the same transaction keeps the one slot it
+ * changed.  A second call in the same transaction keeps the one cap lock it
  * holds and finds the same item again.  The loop's status is not looked
  * at: which loops the workers serve is decided when they list the open
  * loops, not in the claim.
  * Isolation tests race sessions through it; an administrator can use it
- * to see whether a loop has a free slot, or to hold one.
+ * to see whether a loop has a free cap lock, or to hold one.
  */
 Datum
 bf_claim_item(PG_FUNCTION_ARGS)

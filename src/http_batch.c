@@ -8,21 +8,21 @@
  *	  An item with an HTTP child cannot run inside one transaction the way
  *	  an all-SQL item does, so its claim is made durable instead:
  *
- *	  1. In the claim transaction the worker takes the loop slot at session
+ *	  1. In the claim transaction the worker takes the loop cap lock at session
  *		 level as well (so it outlives the commit), marks the item running
  *		 with its pid, and claims more items of the same loop the same way,
- *		 up to batchflow.http_max_inflight and the free slots; commit.
+ *		 up to batchflow.http_max_inflight and the free cap locks; commit.
  *	  2. Outside any transaction, each item's requests go onto the multi
  *		 handle; curl_multi_poll waits for any of them.
  *	  3. Each round, one transaction records every item whose request ended
  *		 (bf_record_result, the loop's error strategy included), runs the
  *		 SQL children that follow an HTTP child, and claims replacement
- *		 items into the freed slots; after its commit the finished items'
- *		 session slot references are released.
+ *		 items into the freed cap locks; after its commit the finished items'
+ *		 session cap lock references are released.
  *
- *	  The cap holds exactly: an item holds its slot, at session level,
+ *	  The cap holds exactly: an item holds its cap lock, at session level,
  *	  from its claim until after its result is committed; a replacement
- *	  claimed in the same round takes over the very slot lock it inherits
+ *	  claimed in the same round takes over the very cap lock it inherits
  *	  (this backend never gives it up in between).  SQL children before an
  *	  HTTP child commit in the round that starts the request, so an item
  *	  mixing SQL and HTTP is at-least-once, not exactly-once.
@@ -30,7 +30,7 @@
  *	  If the worker dies, its items stay marked running with its pid: the
  *	  launcher re-queues items whose worker_pid is no longer a live worker
  *	  (bf_requeue_orphans), and the lock manager has already dropped its
- *	  slots.  If a round fails with an error, bf_http_abandon drops the
+ *	  cap locks.  If a round fails with an error, bf_http_abandon drops the
  *	  requests and session locks and the worker re-queues its own items at
  *	  its next step.
  *
@@ -124,7 +124,7 @@ bf_http_init(void)
 	bf_cap_lock_is_mine_hook = bf_http_cap_lock_is_mine;
 }
 
-/* claim.c's question: is this slot held by one of our unfinished items? */
+/* claim.c's question: is this cap lock held by one of our unfinished items? */
 static bool
 bf_http_cap_lock_is_mine(const LOCKTAG *tag)
 {
@@ -136,7 +136,7 @@ bf_http_cap_lock_is_mine(const LOCKTAG *tag)
 
 /*
  * Take over a claimed item (inside SPI, in its claim transaction): hold
- * its slot at session level, mark it running, keep a copy of it.
+ * its cap lock at session level, mark it running, keep a copy of it.
  */
 static void
 bf_http_adopt(BfClaim *claim)
@@ -317,7 +317,7 @@ bf_http_advance(BfInflight *item, BfLoopInfo *loop)
 /*
  * One bookkeeping transaction: advance every item that waits for one,
  * claim replacements for the finished ones, commit, then let go of the
- * finished items' slot references.
+ * finished items' cap lock references.
  */
 static void
 bf_http_round(void)
@@ -440,7 +440,7 @@ bf_http_collect(void)
 }
 
 /*
- * Drive the adopted items to the end, claiming replacements as slots free
+ * Drive the adopted items to the end, claiming replacements as cap locks free
  * up, until nothing of the loop is left for this worker.
  */
 void
@@ -488,7 +488,7 @@ bf_http_drive(void)
 }
 
 /*
- * After an error: drop every request and session slot lock.  The items
+ * After an error: drop every request and session cap lock.  The items
  * stay marked running with our pid until bf_http_requeue_mine, at the
  * worker's next step, puts them back.
  */

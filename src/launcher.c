@@ -168,34 +168,24 @@ bf_sweep(bool recover)
 	int			n = 0;
 	MemoryContext cxt = CurrentMemoryContext;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
+	bf_txn_begin("batchflow: sweeping");
 	if (!OidIsValid(get_namespace_oid("batchflow", true)))
 	{
-		CommitTransactionCommand();
+		bf_txn_end();
+		pgstat_report_activity(STATE_IDLE, NULL);
 		return;
 	}
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "batchflow: sweeping");
 	if (recover)
 		bf_recover_after_restart();
 	bf_requeue_orphans();
 	ids = bf_loops_to_close(cxt, &n);
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	bf_txn_end();
 
 	for (int i = 0; i < n; i++)
 	{
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
+		bf_txn_begin("batchflow: closing loop");
 		(void) bf_loop_try_close(ids[i]);
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		bf_txn_end();
 	}
 	if (recover || n > 0)
 		bf_wake_workers();

@@ -82,6 +82,8 @@ static void bf_xact_callback(XactEvent event, void *arg);
 static void bf_register_xact_callback(void);
 
 PG_FUNCTION_INFO_V1(bf_active_items);
+PG_FUNCTION_INFO_V1(bf_sql_wake_on_commit);
+PG_FUNCTION_INFO_V1(bf_sql_run_finished_on_commit);
 
 /* Bytes of shared memory the pool needs. */
 Size
@@ -357,6 +359,22 @@ bf_xact_callback(XactEvent event, void *arg)
 		default:
 			break;
 	}
+}
+
+/* batchflow._wake_on_commit(): SQL access to bf_wake_on_commit. */
+Datum
+bf_sql_wake_on_commit(PG_FUNCTION_ARGS)
+{
+	bf_wake_on_commit();
+	PG_RETURN_VOID();
+}
+
+/* batchflow._run_finished_on_commit(): SQL access to bf_runs_finished_on_commit. */
+Datum
+bf_sql_run_finished_on_commit(PG_FUNCTION_ARGS)
+{
+	bf_runs_finished_on_commit();
+	PG_RETURN_VOID();
 }
 
 /*

@@ -56,7 +56,6 @@ typedef struct BfLive
 } BfLive;
 
 static BfLive *bf_live_entry(BfLive *live, int *n, int max, int64 loop_ref);
-static void bf_check_run(int64 run_id);
 static void bf_run_srf(FunctionCallInfo fcinfo, const char *sql);
 
 /* The entry of loop_ref in live[], added if missing (NULL if full). */
@@ -188,35 +187,6 @@ bf_sql_progress_exact(PG_FUNCTION_ARGS)
 }
 
 /*
- * Refuse a run that does not exist or that the current user may not see.
- * Must be called inside SPI, as the extension owner; the check itself is
- * made for the caller (saved).
- */
-static void
-bf_check_run(int64 run_id)
-{
-	Datum		arg = Int64GetDatum(run_id);
-	Oid			argtype = INT8OID;
-	bool		isnull;
-	Oid			owner;
-	BfSavedUser saved;
-
-	bf_become_admin(&saved);
-	if (SPI_execute_with_args("SELECT owner FROM batchflow.run WHERE id = $1",
-							  1, &argtype, &arg, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not look up run " INT64_FORMAT, run_id);
-	bf_restore_user(&saved);
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("run " INT64_FORMAT " does not exist", run_id),
-				 errhint("The runs you can see are listed in the batchflow.runs view.")));
-	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
-										   SPI_tuptable->tupdesc, 1, &isnull));
-	bf_check_run_access(run_id, owner, GetUserId());
-}
-
-/*
  * Return the rows of "sql" (which takes the run id as $1) as this
  * function's result set, after checking that the caller may see the run.
  */
@@ -239,7 +209,9 @@ bf_run_srf(FunctionCallInfo fcinfo, const char *sql)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	bf_check_run(run_id);
+	bf_become_admin(&saved);
+	(void) bf_run_checked(run_id, saved.userid, NULL, NULL);
+	bf_restore_user(&saved);
 
 	/*
 	 * Counts move from the workers' shared memory to the tables when they

@@ -82,7 +82,7 @@ bf_recover_after_restart(void)
 /*
  * Items an HTTP worker marked running and then died with (its pid is no
  * longer a live worker's) go back to pending (inside SPI).  The lock
- * manager released the dead worker's slot locks when it exited.
+ * manager released the dead worker's cap locks when it exited.
  */
 void
 bf_requeue_orphans(void)

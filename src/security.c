@@ -26,9 +26,12 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/transam.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_namespace.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
@@ -51,6 +54,41 @@ PG_FUNCTION_INFO_V1(bf_sql_visible);
 static char *bf_default_search_path = NULL;
 
 static void bf_pin_search_path(void);
+
+/*
+ * Look up a run's owner (and, when asked, its status and whether the
+ * current transaction created it), and refuse if it does not exist or
+ * "caller" may not act on it.  The one lookup of bf_wait, bf_cancel,
+ * bf_retry, bf_progress, bf_report and bf_summary.  Must be called inside SPI, as the extension
+ * owner: the check is made for the caller, not for the current user.
+ */
+Oid
+bf_run_checked(int64 run_id, Oid caller, char **status, bool *started_here)
+{
+	Datum		arg = Int64GetDatum(run_id);
+	Oid			argtype = INT8OID;
+	bool		isnull;
+	Oid			owner;
+
+	if (SPI_execute_with_args("SELECT owner, status, xmin FROM batchflow.run WHERE id = $1",
+							  1, &argtype, &arg, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up run " INT64_FORMAT, run_id);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("run " INT64_FORMAT " does not exist", run_id),
+				 errhint("The runs you can see are listed in the batchflow.runs view.")));
+	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 1, &isnull));
+	if (status)
+		*status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	if (started_here)
+		*started_here = TransactionIdIsCurrentTransactionId(
+			DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[0],
+												SPI_tuptable->tupdesc, 3, &isnull)));
+	bf_check_run_access(run_id, owner, caller);
+	return owner;
+}
 
 /* The owner of schema batchflow: the role batchflow's bookkeeping runs as. */
 Oid

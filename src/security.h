@@ -25,6 +25,8 @@ extern Oid	bf_admin_role(void);
 extern bool bf_role_can_manage(Oid role, Oid owner);
 extern bool bf_can_manage(Oid owner);
 extern void bf_check_run_access(int64 run_id, Oid owner, Oid role);
+extern Oid	bf_run_checked(int64 run_id, Oid caller, char **status,
+						   bool *started_here);
 extern void bf_become_admin(BfSavedUser *saved);
 extern void bf_restore_user(const BfSavedUser *saved);
 extern void bf_worker_pin_search_path(void);

@@ -2,13 +2,13 @@
  *
  * short_items.c
  *	  Batching short items: claiming the next item of the loop a worker
- *	  already holds a slot of, into the same transaction.
+ *	  already holds a cap lock of, into the same transaction.
  *
  *	  A worker that finished an item quickly (within batchflow.batch_time)
- *	  keeps its slot and takes the loop's next pending item, so that tiny
+ *	  keeps its cap lock and takes the loop's next pending item, so that tiny
  *	  items share one commit.  Every item still records its own result,
  *	  and the cap still holds: the worker executes one item at a time under
- *	  the one slot it holds.
+ *	  the one cap lock it holds.
  *
  *	  The scan starts at the index the worker claimed last: the entries
  *	  below it are almost all of finished items, and walking over them for

@@ -7,7 +7,7 @@
  *	  Each iteration: start a transaction, claim the next item under its
  *	  loop's cap (claim.c), run its children (activity_sql.c), record the
  *	  outcome and count it (item_result.c), commit.  Items that finish quickly are
- *	  batched: within batchflow.batch_time the worker keeps its slot and
+ *	  batched: within batchflow.batch_time the worker keeps its cap lock and
  *	  takes the loop's next item into the same transaction, so tiny items
  *	  share a commit.  Then, in transactions of their own,
  *	  close the loops that look finished (run.c).  When there is nothing to
@@ -127,7 +127,7 @@ bf_worker_step(long *sleep_ms)
 			int			nitems = 0;
 
 			/*
-			 * Execute the item; while items stay short, keep the slot and
+			 * Execute the item; while items stay short, keep the cap lock and
 			 * take the loop's next item into the same transaction.
 			 */
 			for (;;)
