@@ -226,3 +226,477 @@ SELECT s.run_id, s.workflow, s.loop_id, s.status, s.total, s.done, s.active,
  WHERE s.idle_for > s.stalled_after
     OR (s.p95_ms IS NOT NULL
         AND extract(epoch FROM s.longest_item_for) * 1000 > s.slow_factor * s.p95_ms);
+
+-- dependsOn: dependencies between the items of a loop (part 25_deps.sql):
+-- item.unmet, item_ready_idx, table item_dep, the functions that check and
+-- record a graph, and _advance calling them when a dependsOn loop starts.
+ALTER TABLE batchflow.item ADD COLUMN unmet int CHECK (unmet >= 0);
+COMMENT ON COLUMN batchflow.item.unmet IS 'dependsOn loops: how many of the item''s dependencies have not succeeded yet (0: ready when pending); NULL in other loops';
+
+CREATE INDEX item_ready_idx ON batchflow.item (loop_ref, idx) WHERE status = 'pending' AND unmet = 0;
+
+CREATE TABLE batchflow.item_dep (
+    loop_ref  bigint NOT NULL,
+    dep_idx   int NOT NULL,
+    idx       int NOT NULL,
+    run_id    bigint NOT NULL,
+    PRIMARY KEY (loop_ref, dep_idx, idx)
+);
+COMMENT ON TABLE batchflow.item_dep IS 'dependsOn: one row per dependency between two items of a loop, keyed by the dependency';
+COMMENT ON COLUMN batchflow.item_dep.loop_ref IS 'The loop (batchflow.loop.id) of both items';
+COMMENT ON COLUMN batchflow.item_dep.dep_idx IS 'Index of the item that must succeed first';
+COMMENT ON COLUMN batchflow.item_dep.idx IS 'Index of the item that waits for it';
+COMMENT ON COLUMN batchflow.item_dep.run_id IS 'The run, repeated from the loop for row-level security';
+
+REVOKE ALL ON batchflow.item_dep FROM PUBLIC;
+GRANT SELECT ON batchflow.item_dep TO PUBLIC;
+ALTER TABLE batchflow.item_dep ENABLE ROW LEVEL SECURITY;
+CREATE POLICY item_dep_run_owner ON batchflow.item_dep
+    FOR SELECT USING (run_id IN (SELECT r.id FROM batchflow.run r));
+
+-- Edges go with their loop, like its items (no per-row foreign key).
+CREATE FUNCTION batchflow._loop_delete_deps() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM batchflow.item_dep d USING gone g WHERE d.loop_ref = g.id;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION batchflow._loop_delete_deps() IS 'Internal: delete the dependencies of deleted loops';
+CREATE TRIGGER loop_delete_deps AFTER DELETE ON batchflow.loop
+    REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION batchflow._loop_delete_deps();
+
+/*
+ * Check a dependsOn loop's graph and record it: returns NULL when the keys
+ * are unique, every dependency names an item of the loop and there is no
+ * cycle (and then item_dep and item.unmet are filled in), or the problem.
+ */
+CREATE FUNCTION batchflow._deps_link(p_loop bigint, p_node jsonb) RETURNS text
+    LANGUAGE C VOLATILE STRICT AS 'MODULE_PATHNAME', 'bf_deps_link';
+COMMENT ON FUNCTION batchflow._deps_link(bigint, jsonb) IS 'Internal: check a dependsOn loop''s graph (keys, unknown dependencies, cycles) and record its edges and counts';
+
+/*
+ * Called by _advance right after a dependsOn loop's items were inserted.
+ * A bad graph is an error of bf_start for the first node (nothing is
+ * created); for a later node it fails the run, and the loop row is removed
+ * again, as for an input source that is not an array.  Returns whether the
+ * loop may run.
+ */
+CREATE FUNCTION batchflow._deps_start(p_run bigint, p_loop bigint, p_node jsonb, p_from int)
+    RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_msg text := batchflow._deps_link(p_loop, p_node);
+    v_hint text := 'Give every item a unique key, list in its dependencies only keys of items of the same loop, and make sure no item depends on itself, directly or through others.';
+BEGIN
+    IF v_msg IS NULL THEN
+        RETURN true;
+    END IF;
+    IF p_from = 0 THEN
+        RAISE EXCEPTION '%', v_msg USING ERRCODE = 'invalid_parameter_value', HINT = v_hint;
+    END IF;
+    DELETE FROM batchflow.loop WHERE id = p_loop;
+    UPDATE batchflow.run
+       SET status = 'failed', finished_at = clock_timestamp(), error = v_msg
+     WHERE id = p_run;
+    PERFORM batchflow._run_finished_on_commit();
+    RETURN false;
+END;
+$$;
+COMMENT ON FUNCTION batchflow._deps_start(bigint, bigint, jsonb, int) IS 'Internal: set up a dependsOn loop at its start, or refuse it (bf_start error, or failed run)';
+
+/*
+ * bf_retry re-queued failed and skipped items: count again which of their
+ * dependencies have not succeeded.
+ */
+CREATE FUNCTION batchflow._deps_retry(p_run bigint) RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    UPDATE batchflow.item i
+       SET unmet = (SELECT count(*)
+                      FROM batchflow.item_dep d
+                      JOIN batchflow.item x ON x.loop_ref = d.loop_ref AND x.idx = d.dep_idx
+                     WHERE d.loop_ref = i.loop_ref AND d.idx = i.idx
+                       AND x.status <> 'succeeded')
+     WHERE i.run_id = p_run AND i.status = 'pending' AND i.unmet IS NOT NULL;
+$$;
+COMMENT ON FUNCTION batchflow._deps_retry(bigint) IS 'Internal: recount the unmet dependencies of items bf_retry re-queued';
+
+REVOKE ALL ON FUNCTION batchflow._loop_delete_deps(), batchflow._deps_link(bigint, jsonb),
+    batchflow._deps_start(bigint, bigint, jsonb, int), batchflow._deps_retry(bigint) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION batchflow._advance(p_run bigint, p_from int) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r        record;
+    v_nodes    jsonb;
+    v_node     jsonb;
+    k        int := p_from;
+    v_src      jsonb;
+    v_arr      jsonb;
+    v_srcname  text;
+    n        int;
+    v_strategy text;
+    v_lid      bigint;
+    v_existing record;
+    v_reached  timestamptz;
+    v_limit    bigint;
+    v_total    bigint;
+    v_big      record;
+    v_msg      text;
+    v_detail   text;
+    v_hint     text;
+BEGIN
+    SELECT run.*, v.definition INTO r
+      FROM batchflow.run JOIN batchflow.workflow_version v ON v.id = run.version_id
+     WHERE run.id = p_run
+       FOR UPDATE OF run;
+    IF NOT FOUND OR r.finished_at IS NOT NULL THEN
+        RETURN;
+    END IF;
+    v_nodes := r.definition -> 'nodes';
+
+    LOOP
+        IF k >= jsonb_array_length(v_nodes) THEN
+            UPDATE batchflow.run
+               SET status = 'succeeded', finished_at = clock_timestamp(), current_node = k
+             WHERE id = p_run;
+            PERFORM batchflow._run_finished_on_commit();
+            RETURN;
+        END IF;
+
+        v_node := v_nodes -> k;
+
+        -- Reached before (bf_retry re-opened an earlier loop): skip or wait.
+        SELECT id, finished_at INTO v_existing
+          FROM batchflow.loop WHERE run_id = p_run AND node_id = v_node ->> 'id';
+        IF FOUND THEN
+            IF v_existing.finished_at IS NULL THEN
+                UPDATE batchflow.run SET current_node = k WHERE id = p_run;
+                RETURN;
+            END IF;
+            k := k + 1;
+            CONTINUE;
+        END IF;
+
+        IF v_node ->> 'type' = 'activity' THEN
+            INSERT INTO batchflow.loop (run_id, node_index, node_id, kind, node,
+                                        sequential, concurrency, total, started_at)
+            VALUES (p_run, k, v_node ->> 'id', 'activity', v_node, true, 1, 1,
+                    clock_timestamp())
+            RETURNING id INTO v_lid;
+            INSERT INTO batchflow.item (loop_ref, idx, run_id, item)
+            VALUES (v_lid, 0, p_run, NULL);
+            UPDATE batchflow.run SET current_node = k WHERE id = p_run;
+            PERFORM batchflow._wake_on_commit();
+            RETURN;
+        END IF;
+
+        -- A loop: resolve its input source now that it is reached.
+        v_src := v_node -> 'inputSource';
+        IF v_src ? 'static' THEN
+            v_arr := v_src -> 'static';
+            v_srcname := 'static';
+        ELSIF v_src ? 'variable' THEN
+            v_arr := r.vars -> (v_src ->> 'variable');
+            v_srcname := format('variable "%s"', v_src ->> 'variable');
+        ELSE
+            v_arr := r.outputs -> (v_src ->> 'activity');
+            v_srcname := format('activity "%s"', v_src ->> 'activity');
+        END IF;
+
+        IF v_arr IS NULL OR jsonb_typeof(v_arr) = 'null' THEN
+            v_arr := '[]';
+        ELSIF jsonb_typeof(v_arr) <> 'array' THEN
+            UPDATE batchflow.run
+               SET status = 'failed', finished_at = clock_timestamp(), current_node = k,
+                   error = format('node "%s": inputSource %s is a JSON %s, not an array',
+                                  v_node ->> 'id', v_srcname, jsonb_typeof(v_arr))
+             WHERE id = p_run;
+            PERFORM batchflow._run_finished_on_commit();
+            RETURN;
+        END IF;
+
+        n := jsonb_array_length(v_arr);
+
+        /*
+         * The limits: batchflow.max_items_per_run over all the run's loops,
+         * batchflow.max_item_size for each item (only looked for when the
+         * whole array is larger than the limit).  Reached by bf_start
+         * (p_from = 0), a limit is an error of bf_start and nothing is
+         * created; reached later by a worker, it fails the run.
+         */
+        v_msg := NULL;
+        v_limit := batchflow._setting('batchflow.max_items_per_run')::bigint;
+        v_total := n + (SELECT coalesce(sum(l.total), 0) FROM batchflow.loop l WHERE l.run_id = p_run);
+        IF v_total > v_limit THEN
+            v_msg := format('too many items for one run: node "%s" would bring the run to %s items',
+                            v_node ->> 'id', v_total);
+            v_detail := format('inputSource %s has %s items; the limit batchflow.max_items_per_run is %s items per run.',
+                               v_srcname, n, v_limit);
+            v_hint := 'Split the input over several runs, or have a superuser raise batchflow.max_items_per_run.';
+        ELSE
+            v_limit := pg_size_bytes(batchflow._setting('batchflow.max_item_size'));
+            IF pg_column_size(v_arr) > v_limit THEN
+                SELECT (e.ord - 1)::int AS idx, pg_column_size(e.value) AS size INTO v_big
+                  FROM jsonb_array_elements(v_arr) WITH ORDINALITY AS e(value, ord)
+                 WHERE pg_column_size(e.value) > v_limit
+                 LIMIT 1;
+                IF FOUND THEN
+                    v_msg := format('item %s of node "%s" is too large', v_big.idx, v_node ->> 'id');
+                    v_detail := format('The item from inputSource %s takes %s bytes; the limit batchflow.max_item_size is %s.',
+                                       v_srcname, v_big.size, pg_size_pretty(v_limit));
+                    v_hint := 'Pass large data by reference (a key or a URL) instead of inside the item, or have a superuser raise batchflow.max_item_size.';
+                END IF;
+            END IF;
+        END IF;
+        IF v_msg IS NOT NULL THEN
+            IF p_from = 0 THEN
+                RAISE EXCEPTION '%', v_msg
+                    USING ERRCODE = 'program_limit_exceeded', DETAIL = v_detail, HINT = v_hint;
+            END IF;
+            UPDATE batchflow.run
+               SET status = 'failed', finished_at = clock_timestamp(), current_node = k,
+                   error = format('%s: %s %s', v_msg, v_detail, v_hint)
+             WHERE id = p_run;
+            PERFORM batchflow._run_finished_on_commit();
+            RETURN;
+        END IF;
+
+        -- Not now(): the previous node ended earlier in this transaction.
+        v_reached := clock_timestamp();
+        v_strategy := coalesce(v_node ->> 'errorStrategy', 'fail-fast');
+        INSERT INTO batchflow.loop (run_id, node_index, node_id, kind, node, sequential,
+                                    concurrency, error_strategy, max_retries,
+                                    retry_delay_ms, total, status, started_at, finished_at)
+        VALUES (p_run, k, v_node ->> 'id', 'loop', v_node,
+                v_node ->> 'loopType' = 'sequential',
+                coalesce((v_node ->> 'concurrency')::int, 1),
+                v_strategy,
+                coalesce((v_node ->> 'maxRetries')::int,
+                         CASE WHEN v_strategy = 'retry' THEN 3 ELSE 0 END),
+                coalesce((v_node ->> 'retryDelayMs')::int, 1000),
+                n,
+                CASE WHEN n = 0 THEN 'succeeded' ELSE 'running' END,
+                v_reached,
+                CASE WHEN n = 0 THEN v_reached END)
+        RETURNING id INTO v_lid;
+
+        IF n = 0 THEN
+            k := k + 1;
+            CONTINUE;
+        END IF;
+
+        INSERT INTO batchflow.item (loop_ref, idx, run_id, item)
+        SELECT v_lid, (e.ord - 1)::int, p_run, e.value
+          FROM jsonb_array_elements(v_arr) WITH ORDINALITY AS e(value, ord);
+        -- dependsOn: check the graph and record it (part 25).
+        IF v_node ? 'dependsOn' AND NOT batchflow._deps_start(p_run, v_lid, v_node, p_from) THEN
+            RETURN;
+        END IF;
+        UPDATE batchflow.run SET current_node = k WHERE id = p_run;
+        PERFORM batchflow._wake_on_commit();
+        RETURN;
+    END LOOP;
+END;
+$$;
+
+-- Child workflows: the workflow activity (part 26_child_runs.sql):
+-- run.parent_run, item.child_run, starting a child run, completing the
+-- parent item when the child ends (trigger run_child_ended), cancelling
+-- children with their parent; the runs view shows parent_run.
+ALTER TABLE batchflow.run ADD COLUMN parent_run bigint
+    REFERENCES batchflow.run (id) ON DELETE SET NULL;
+COMMENT ON COLUMN batchflow.run.parent_run IS 'For a child run started by a workflow activity: the run of the item that started it';
+CREATE INDEX run_parent_idx ON batchflow.run (parent_run) WHERE parent_run IS NOT NULL;
+
+ALTER TABLE batchflow.item ADD COLUMN child_run bigint;
+COMMENT ON COLUMN batchflow.item.child_run IS 'Workflow activities: the child run started for this item (kept after it ends, so that bf_retry re-runs it rather than a new one)';
+CREATE INDEX item_child_run_idx ON batchflow.item (child_run) WHERE child_run IS NOT NULL;
+
+/*
+ * Start a child run for item (p_loop, p_idx) of run p_parent: version
+ * p_version, owned by the parent's owner, with input p_input.  The caller
+ * (a worker, in the item's claim transaction) has checked the workflow and
+ * the owner's right to use it.  Returns the child run's id.
+ */
+CREATE FUNCTION batchflow._start_child(p_parent bigint, p_loop bigint, p_idx int,
+                                       p_version int, p_input jsonb) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_child bigint;
+BEGIN
+    INSERT INTO batchflow.run (version_id, owner, input, vars, parent_run, started_at)
+    SELECT p_version, r.owner, p_input,
+           CASE WHEN jsonb_typeof(p_input) = 'object' THEN p_input ELSE '{}' END, r.id,
+           clock_timestamp()
+      FROM batchflow.run r WHERE r.id = p_parent
+    RETURNING id INTO v_child;
+    PERFORM batchflow._advance(v_child, 0);
+    UPDATE batchflow.item
+       SET status = 'running', child_run = v_child, worker_pid = NULL, not_before = NULL,
+           started_at = (SELECT started_at FROM batchflow.run WHERE id = v_child)
+     WHERE loop_ref = p_loop AND idx = p_idx;
+    RETURN v_child;
+END;
+$$;
+COMMENT ON FUNCTION batchflow._start_child(bigint, bigint, int, int, jsonb) IS 'Internal: start the child run of a workflow activity''s item and mark the item running';
+
+/*
+ * A child run reached its final status: complete its parent item in this
+ * same transaction.  Succeeded: the item succeeds.  Failed or cancelled:
+ * the attempt failed; under "retry" with attempts left the item waits
+ * for its backoff, and its next claim retries the child run (bf_retry of
+ * the child: only the child's failed items run again); otherwise it
+ * fails, its dependents are skipped, and under fail-fast the loop fails.
+ * A child cancelled because its parent's loop was cancelled is skipped.
+ * Output: {"run": child id, "status": ...}.
+ */
+CREATE FUNCTION batchflow._child_run_ended() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    i       record;
+    l       batchflow.loop;
+    v_out   jsonb := jsonb_build_object('run', NEW.id, 'status', NEW.status);
+    v_err   text;
+    v_delay float8;
+BEGIN
+    SELECT it.loop_ref, it.idx, it.attempts INTO i
+      FROM batchflow.item it
+     WHERE it.child_run = NEW.id AND it.status IN ('pending', 'running')
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    SELECT * INTO l FROM batchflow.loop WHERE id = i.loop_ref;
+
+    IF NEW.status = 'succeeded' THEN
+        UPDATE batchflow.item
+           SET status = 'succeeded', attempts = attempts + 1, finished_at = clock_timestamp(),
+               output = v_out, error = NULL, not_before = NULL
+         WHERE loop_ref = i.loop_ref AND idx = i.idx;
+        IF l.node ? 'dependsOn' THEN
+            PERFORM batchflow._deps_item_ended(l.id, i.idx, true);
+        END IF;
+        IF l.kind = 'activity' THEN
+            UPDATE batchflow.run
+               SET outputs = outputs || jsonb_build_object(l.node_id, v_out),
+                   vars = CASE WHEN l.node ? 'output'
+                               THEN vars || jsonb_build_object(l.node ->> 'output', v_out)
+                               ELSE vars END
+             WHERE id = l.run_id;
+        END IF;
+    ELSE
+        v_err := format('child run %s of workflow "%s" %s%s', NEW.id,
+                        (SELECT v.workflow FROM batchflow.workflow_version v WHERE v.id = NEW.version_id),
+                        NEW.status, coalesce(': ' || NEW.error, ''));
+        INSERT INTO batchflow.item_error (run_id, loop_ref, idx, attempt, error, failed_at)
+        VALUES (l.run_id, l.id, i.idx, i.attempts + 1, v_err, clock_timestamp());
+        IF l.status = 'cancelled' THEN
+            UPDATE batchflow.item
+               SET status = 'skipped', attempts = attempts + 1, finished_at = clock_timestamp(),
+                   output = v_out, error = 'cancelled', not_before = NULL
+             WHERE loop_ref = i.loop_ref AND idx = i.idx;
+        ELSIF l.status = 'running' AND l.error_strategy = 'retry' AND l.kind = 'loop'
+              AND i.attempts + 1 <= l.max_retries THEN
+            v_delay := least(l.retry_delay_ms * power(2, i.attempts), 3600000);
+            UPDATE batchflow.item
+               SET status = 'pending', attempts = attempts + 1, output = v_out, error = v_err,
+                   not_before = clock_timestamp() + make_interval(secs => v_delay / 1000)
+             WHERE loop_ref = i.loop_ref AND idx = i.idx;
+        ELSE
+            UPDATE batchflow.item
+               SET status = 'failed', attempts = attempts + 1, finished_at = clock_timestamp(),
+                   output = v_out, error = v_err, not_before = NULL
+             WHERE loop_ref = i.loop_ref AND idx = i.idx;
+            IF l.node ? 'dependsOn' THEN
+                PERFORM batchflow._deps_item_ended(l.id, i.idx, false);
+            END IF;
+            IF l.error_strategy = 'fail-fast' OR l.kind = 'activity' THEN
+                UPDATE batchflow.loop
+                   SET status = 'failed', error = format('item %s of "%s" failed: %s', i.idx, l.node_id, v_err)
+                 WHERE id = l.id AND status = 'running';
+            END IF;
+        END IF;
+    END IF;
+
+    -- Not counted by a worker: count the loop's items until the next rebuild.
+    UPDATE batchflow.loop_progress SET state = 'recount', updated_at = clock_timestamp()
+     WHERE loop_ref = l.id AND state = 'live';
+    PERFORM batchflow._close_loop(l.id);
+    -- A slot of the parent loop is free, and dependents may be ready.
+    PERFORM batchflow._wake_on_commit();
+    RETURN NULL;
+END;
+$$;
+COMMENT ON FUNCTION batchflow._child_run_ended() IS 'Internal: a child run finished; complete the item that started it';
+CREATE TRIGGER run_child_ended AFTER UPDATE OF status ON batchflow.run
+    FOR EACH ROW
+    WHEN (NEW.parent_run IS NOT NULL AND OLD.finished_at IS NULL AND NEW.finished_at IS NOT NULL)
+    EXECUTE FUNCTION batchflow._child_run_ended();
+
+/*
+ * bf_cancel of a run cancels the child runs of its items, and theirs: each
+ * child's open loops are cancelled first (so that the items waiting for a
+ * grandchild end skipped, not failed), then its own children, then the
+ * loops with nothing executing are closed, which cancels the child and,
+ * through run_child_ended, completes its parent item.
+ */
+CREATE FUNCTION batchflow._cancel_children(p_run bigint) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c bigint;
+BEGIN
+    FOR c IN SELECT i.child_run
+               FROM batchflow.item i JOIN batchflow.run r ON r.id = i.child_run
+              WHERE i.run_id = p_run AND i.status IN ('pending', 'running')
+                AND r.finished_at IS NULL
+              ORDER BY i.child_run
+    LOOP
+        UPDATE batchflow.loop SET status = 'cancelled', error = 'parent run cancelled'
+         WHERE run_id = c AND finished_at IS NULL AND status = 'running';
+        PERFORM batchflow._cancel_children(c);
+        PERFORM batchflow._close_loop(l.id)
+           FROM batchflow.loop l WHERE l.run_id = c AND l.finished_at IS NULL;
+        UPDATE batchflow.run
+           SET status = 'cancelled', finished_at = clock_timestamp(), error = 'parent run cancelled'
+         WHERE id = c AND finished_at IS NULL
+           AND NOT EXISTS (SELECT 1 FROM batchflow.loop WHERE run_id = c AND finished_at IS NULL);
+        IF FOUND THEN
+            PERFORM batchflow._run_finished_on_commit();
+        END IF;
+    END LOOP;
+END;
+$$;
+COMMENT ON FUNCTION batchflow._cancel_children(bigint) IS 'Internal: cancel the unfinished child runs of a run''s items, recursively';
+
+-- SQL access to the dependency bookkeeping of src/deps.c, for the trigger above.
+CREATE FUNCTION batchflow._deps_item_ended(p_loop bigint, p_idx int, p_succeeded boolean)
+    RETURNS void
+    LANGUAGE C VOLATILE STRICT AS 'MODULE_PATHNAME', 'bf_deps_item_ended';
+COMMENT ON FUNCTION batchflow._deps_item_ended(bigint, int, boolean) IS 'Internal: release (succeeded) or skip (failed) the dependents of an item that ended outside a worker';
+
+REVOKE ALL ON FUNCTION batchflow._start_child(bigint, bigint, int, int, jsonb),
+    batchflow._child_run_ended(), batchflow._cancel_children(bigint),
+    batchflow._deps_item_ended(bigint, int, boolean) FROM PUBLIC;
+
+CREATE OR REPLACE VIEW batchflow.runs WITH (security_invoker = true) AS
+SELECT r.id,
+       v.workflow,
+       v.version,
+       r.status,
+       r.input,
+       r.started_at,
+       r.finished_at,
+       r.error,
+       r.owner::regrole AS owner,
+       r.current_node,
+       r.vars,
+       r.parent_run
+  FROM batchflow.run r
+  JOIN batchflow.workflow_version v ON v.id = r.version_id
+ WHERE batchflow.visible(r.owner);
+COMMENT ON COLUMN batchflow.runs.parent_run IS 'For a child run started by a workflow activity: the run of the item that started it';
+-- END i16 sections

@@ -292,6 +292,11 @@ bf_cancel(PG_FUNCTION_ARGS)
 							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not cancel run " INT64_FORMAT, run_id);
 
+	/* Child runs of its items (workflow activities) are cancelled too. */
+	if (SPI_execute_with_args("SELECT batchflow._cancel_children($1)",
+							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not cancel the child runs of run " INT64_FORMAT, run_id);
+
 	/*
 	 * Items in flight may end before this transaction commits, and then no
 	 * worker would close the loop before its next poll: wake them at commit.
@@ -358,6 +363,10 @@ bf_retry(PG_FUNCTION_ARGS)
 
 	if (requeued > 0)
 	{
+		/* dependsOn: which re-queued items wait for others again. */
+		if (SPI_execute_with_args("SELECT batchflow._deps_retry($1)",
+								  1, &argtype, &arg, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not recount the dependencies of run " INT64_FORMAT, run_id);
 		if (SPI_execute_with_args("UPDATE batchflow.loop l"
 								  "   SET status = 'running', finished_at = NULL, error = NULL"
 								  " WHERE run_id = $1 AND EXISTS"

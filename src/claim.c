@@ -37,6 +37,12 @@
 #include "batchflow.h"
 #include "claim.h"
 #include "spi_util.h"
+#include "activity_workflow.h"
+
+/* Is the loop's child a workflow (activity_workflow.c)?  Over batchflow.loop. */
+#define BF_CHILD_RUNS_SQL \
+	"coalesce(node ->> 'activity' = 'workflow'" \
+	" OR node #>> '{children,0,activity}' = 'workflow', false)"
 
 /* Slot locks use advisory tags with field4 >= this; SQL uses 1 and 2. */
 #define BF_CAP_LOCK_BASE 16
@@ -77,6 +83,7 @@ typedef struct BfClaimHint
 
 static BfClaimHint claim_hints[BF_CLAIM_HINTS];
 static SPIPlanPtr claim_sequential_plan = NULL;
+static SPIPlanPtr claim_ready_plan = NULL;
 static SPIPlanPtr remaining_plan = NULL;
 static SPIPlanPtr loop_running_plan = NULL;
 
@@ -95,8 +102,8 @@ static void bf_claim_fill(BfClaim *claim, SPITupleTable *claimed, const LOCKTAG 
 static bool bf_take_cap_lock(int64 loop_ref, int cap, LOCKTAG *tag);
 static void bf_cap_lock_tag(LOCKTAG *tag, int64 loop_ref, int slot);
 static BfLoopClaim bf_claim_under_cap(int64 loop_ref, int cap, bool sequential,
-									TimestampTz now, LOCKTAG *tag,
-									TimestampTz *due);
+									bool deps, bool children, TimestampTz now,
+									LOCKTAG *tag, TimestampTz *due);
 
 PG_FUNCTION_INFO_V1(bf_claim_item);
 
@@ -145,7 +152,8 @@ bf_prepare_claim_plans(void)
 {
 	if (open_loops_plan != NULL)
 		return;
-	bf_keep_claim_plan(&open_loops_plan, "SELECT id, status = 'running', concurrency, sequential"
+	bf_keep_claim_plan(&open_loops_plan, "SELECT id, status = 'running', concurrency, sequential,"
+								   "       node ? 'dependsOn', " BF_CHILD_RUNS_SQL
 								   "  FROM batchflow.loop WHERE finished_at IS NULL"
 								   " ORDER BY id", 0);
 	bf_keep_claim_plan(&claim_parallel_plan, "SELECT idx, item, attempts FROM batchflow.item"
@@ -163,6 +171,12 @@ bf_prepare_claim_plans(void)
 										 " WHERE loop_ref = $1 AND status IN ('pending', 'running')"
 										 " ORDER BY idx LIMIT 1"
 										 " FOR UPDATE SKIP LOCKED", 1);
+	/* dependsOn: ready items only, through item_ready_idx (deps.c). */
+	bf_keep_claim_plan(&claim_ready_plan, "SELECT idx, item, attempts FROM batchflow.item"
+					   " WHERE loop_ref = $1 AND status = 'pending' AND unmet = 0"
+					   "   AND (not_before IS NULL OR not_before <= clock_timestamp())"
+					   " ORDER BY idx LIMIT 1"
+					   " FOR UPDATE SKIP LOCKED", 1);
 	bf_keep_claim_plan(&loop_running_plan, "SELECT 1 FROM batchflow.loop WHERE id = $1 AND status = 'running'", 1);
 	bf_keep_claim_plan(&remaining_plan, "SELECT min(coalesce(not_before, '-infinity'))"
 								  "  FROM batchflow.item"
@@ -174,17 +188,26 @@ bf_prepare_claim_plans(void)
  * On BF_CLAIMED the item's row (idx, item, attempts) is SPI_tuptable's
  * first row and both locks are held until the transaction ends; otherwise
  * nothing is held.  *tag is the cap lock taken, if any.  On BF_BACKING_OFF
- * *due is when the next item is due.
+ * *due is when the next item is due.  A dependsOn loop (deps) takes the
+ * lowest ready index, from item_ready_idx, which holds only ready items.
+ * A loop whose child is a workflow (children) counts its child runs in
+ * flight against the cap: its claims take cap lock 0 only, one at a time,
+ * and find no room while cap items wait for a child (bf_children_room).
  */
 static BfLoopClaim
-bf_claim_under_cap(int64 loop_ref, int cap, bool sequential, TimestampTz now,
-				 LOCKTAG *tag, TimestampTz *due)
+bf_claim_under_cap(int64 loop_ref, int cap, bool sequential, bool deps,
+				   bool children, TimestampTz now, LOCKTAG *tag, TimestampTz *due)
 {
 	Datum		arg = Int64GetDatum(loop_ref);
 	BfClaimHint *hint = &claim_hints[(uint64) loop_ref % BF_CLAIM_HINTS];
 
-	if (!bf_take_cap_lock(loop_ref, cap, tag))
+	if (!bf_take_cap_lock(loop_ref, children ? 1 : cap, tag))
 		return BF_NO_CAP_LOCK;
+	if (children && !bf_children_room(loop_ref, cap))
+	{
+		LockRelease(tag, ExclusiveLock, false);
+		return BF_NO_CAP_LOCK;
+	}
 
 	if (hint->loop_ref != loop_ref)
 	{
@@ -193,6 +216,15 @@ bf_claim_under_cap(int64 loop_ref, int cap, bool sequential, TimestampTz now,
 		hint->claims = 0;
 	}
 	SPI_processed = 0;
+	if (deps)
+	{
+		if (SPI_execute_plan(claim_ready_plan, &arg, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not claim an item of loop " INT64_FORMAT, loop_ref);
+		if (SPI_processed == 1)
+			return BF_CLAIMED;
+		LockRelease(tag, ExclusiveLock, false);
+		return BF_NOTHING_PENDING;
+	}
 	/* Only workers use hints: batchflow.claim_item must stay repeatable. */
 	if (IsBackgroundWorker && !sequential && hint->next > 0 &&
 		++hint->claims % BF_FULL_SCAN_EVERY != 0)
@@ -307,6 +339,8 @@ bf_claim_next_item(BfClaim *claim, TimestampTz *next_due,
 		bool		running = DatumGetBool(SPI_getbinval(lt, loops->tupdesc, 2, &isnull));
 		int			cap = DatumGetInt32(SPI_getbinval(lt, loops->tupdesc, 3, &isnull));
 		bool		sequential = DatumGetBool(SPI_getbinval(lt, loops->tupdesc, 4, &isnull));
+		bool		deps = DatumGetBool(SPI_getbinval(lt, loops->tupdesc, 5, &isnull));
+		bool		children = DatumGetBool(SPI_getbinval(lt, loops->tupdesc, 6, &isnull));
 		Datum		arg = Int64GetDatum(loop_ref);
 		TimestampTz due = DT_NOEND;
 		LOCKTAG		tag;
@@ -319,7 +353,7 @@ bf_claim_next_item(BfClaim *claim, TimestampTz *next_due,
 			continue;
 		}
 
-		switch (bf_claim_under_cap(loop_ref, cap, sequential, now, &tag, &due))
+		switch (bf_claim_under_cap(loop_ref, cap, sequential, deps, children, now, &tag, &due))
 		{
 			case BF_NO_CAP_LOCK:
 				continue;
@@ -380,7 +414,8 @@ bf_claim_for_http(BfLoopInfo *loop, BfClaim *claim)
 	if (SPI_processed == 0)
 		return false;
 	if (bf_claim_under_cap(loop->loop_ref, loop->concurrency, loop->sequential,
-						 GetCurrentTimestamp(), &tag, &due) != BF_CLAIMED)
+						   loop->has_deps, loop->has_workflow, GetCurrentTimestamp(),
+						   &tag, &due) != BF_CLAIMED)
 		return false;
 
 	claim->loop = loop;
@@ -427,6 +462,8 @@ bf_claim_item(PG_FUNCTION_ARGS)
 	bool		isnull;
 	int			cap;
 	bool		sequential;
+	bool		deps;
+	bool		children;
 	TimestampTz due = DT_NOEND;
 	LOCKTAG		tag;
 	bool		claimed;
@@ -436,7 +473,8 @@ bf_claim_item(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 	bf_prepare_claim_plans();
 
-	if (SPI_execute_with_args("SELECT concurrency, sequential FROM batchflow.loop WHERE id = $1",
+	if (SPI_execute_with_args("SELECT concurrency, sequential, node ? 'dependsOn', " BF_CHILD_RUNS_SQL
+							  "  FROM batchflow.loop WHERE id = $1",
 							  1, &argtype, &arg, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look up loop " INT64_FORMAT, loop_ref);
 	if (SPI_processed == 0)
@@ -446,9 +484,11 @@ bf_claim_item(PG_FUNCTION_ARGS)
 				 errhint("Loop ids are in batchflow.loop.id.")));
 	cap = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	sequential = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	deps = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	children = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
 
-	claimed = bf_claim_under_cap(loop_ref, cap, sequential, GetCurrentTimestamp(),
-								 &tag, &due) == BF_CLAIMED;
+	claimed = bf_claim_under_cap(loop_ref, cap, sequential, deps, children,
+								 GetCurrentTimestamp(), &tag, &due) == BF_CLAIMED;
 	if (claimed)
 		idx = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();

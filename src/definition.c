@@ -29,6 +29,8 @@
 #include "utils/numeric.h"
 
 #include "batchflow.h"
+#include "activity_workflow.h"
+#include "deps.h"
 #include "definition.h"
 
 /* Longest node id and variable name accepted. */
@@ -52,7 +54,7 @@ static const char *const http_keys[] = {"id", "type", "activity", "description",
 "output", "url", "method", "headers", "body", "timeoutMs", NULL};
 static const char *const loop_keys[] = {"id", "type", "description", "loopType",
 	"concurrency", "inputSource", "errorStrategy", "maxRetries", "retryDelayMs",
-"children", NULL};
+"children", "dependsOn", NULL};
 static const char *const source_keys[] = {"variable", "activity", "static", NULL};
 static const char *const http_methods[] = {"GET", "POST", "PUT", "PATCH",
 "DELETE", "HEAD", "OPTIONS", NULL};
@@ -331,14 +333,18 @@ check_activity(JsonbContainer *node, const char *what, bool in_loop)
 	JsonbValue	v;
 
 	kind = get_string(node, what, "activity", true,
-					  "Set \"activity\" to \"sql\" or \"http\".");
-	if (strcmp(kind, "sql") != 0 && strcmp(kind, "http") != 0)
+					  "Set \"activity\" to \"sql\", \"http\" or \"workflow\".");
+	if (strcmp(kind, "sql") != 0 && strcmp(kind, "http") != 0 &&
+		strcmp(kind, "workflow") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s: unknown activity \"%s\"", what, kind),
-				 errhint("Set \"activity\" to \"sql\" or \"http\".")));
+				 errhint("Set \"activity\" to \"sql\", \"http\" or \"workflow\".")));
+	if (strcmp(kind, "workflow") == 0)
+		bf_check_workflow_activity(node, what);
 
-	check_keys(node, what, strcmp(kind, "sql") == 0 ? sql_keys : http_keys);
+	if (strcmp(kind, "workflow") != 0)
+		check_keys(node, what, strcmp(kind, "sql") == 0 ? sql_keys : http_keys);
 
 	if (get_key(node, "description", &v) && v.type != jbvString)
 		ereport(ERROR,
@@ -371,6 +377,8 @@ check_activity(JsonbContainer *node, const char *what, bool in_loop)
 	get_int(node, what, "timeoutMs", 1, BF_MAX_TIMEOUT_MS, false,
 			"Give the timeout in milliseconds, e.g. 5000, at most one day; leave it out for no timeout.",
 			&ival);
+	if (strcmp(kind, "workflow") == 0)
+		return;
 
 	if (strcmp(kind, "sql") == 0)
 	{
@@ -562,6 +570,7 @@ check_loop(JsonbContainer *node, const char *what, DefWalk *walk)
 				 errhint("Use \"loopType\": \"parallel\" to run items concurrently, or leave \"concurrency\" out.")));
 
 	check_input_source(node, what, walk);
+	bf_check_depends_on(node, what);
 
 	strategy = get_string(node, what, "errorStrategy", false,
 						  "Set \"errorStrategy\" to \"fail-fast\", \"continue\" or \"retry\".");
@@ -658,6 +667,8 @@ check_loop(JsonbContainer *node, const char *what, DefWalk *walk)
 				 errmsg("%s: property \"children\" is empty", what),
 				 errdetail("A loop needs at least one activity to run for each item."),
 				 errhint("List the activities to run for each item in \"children\".")));
+	if (get_key(node, "children", &v))
+		bf_check_loop_workflow_child(v.val.binary.data, what);
 }
 
 /*

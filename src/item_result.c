@@ -27,6 +27,7 @@
 #include "utils/timestamp.h"
 
 #include "batchflow.h"
+#include "deps.h"
 #include "item_result.h"
 #include "progress.h"
 #include "spi_util.h"
@@ -112,6 +113,8 @@ bf_record_result(BfClaim *claim, BfItemResult *result)
 		nulls[3] = result->output_isnull ? 'n' : ' ';
 		bf_run_plan(success_plan, args, nulls, SPI_OK_UPDATE);
 		bf_progress_count(claim, BF_OUTCOME_SUCCEEDED);
+		if (loop->has_deps)
+			bf_deps_item_succeeded(loop->loop_ref, claim->idx);
 
 		if (loop->is_activity)
 		{
@@ -165,6 +168,8 @@ bf_record_result(BfClaim *claim, BfItemResult *result)
 	bf_run_plan(failed_plan, args, nulls, SPI_OK_UPDATE);
 	/* Before the loop's status change, whose trigger announces its counts. */
 	bf_progress_count(claim, BF_OUTCOME_FAILED);
+	if (loop->has_deps)
+		(void) bf_deps_item_failed(loop->loop_ref, claim->idx);
 	if (loop->strategy == BF_FAIL_FAST || loop->is_activity || result->fatal)
 	{
 		Datum		largs[2];

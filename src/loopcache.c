@@ -117,7 +117,7 @@ bf_loop_info_load(int64 loop_ref, MemoryContext cxt)
 	if (bf_loop_query(&info_plan, "SELECT l.run_id, r.owner, l.kind = 'activity', l.node_id,"
 							  "       l.node ->> 'output', l.total, l.sequential,"
 							  "       l.concurrency, l.error_strategy, l.max_retries,"
-							  "       l.retry_delay_ms"
+							  "       l.retry_delay_ms, l.node ? 'dependsOn'"
 							  "  FROM batchflow.loop l JOIN batchflow.run r ON r.id = l.run_id"
 							  " WHERE l.id = $1", arg, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read loop " INT64_FORMAT, loop_ref);
@@ -146,6 +146,7 @@ bf_loop_info_load(int64 loop_ref, MemoryContext cxt)
 		info->strategy = BF_FAIL_FAST;
 	info->max_retries = DatumGetInt32(SPI_getbinval(tup, desc, 10, &isnull));
 	info->retry_delay_ms = DatumGetInt32(SPI_getbinval(tup, desc, 11, &isnull));
+	info->has_deps = DatumGetBool(SPI_getbinval(tup, desc, 12, &isnull));
 	MemoryContextSwitchTo(oldcxt);
 
 	if (bf_loop_query(&children_plan, "SELECT c ->> 'id', c ->> 'activity', c ->> 'sql',"
@@ -175,6 +176,8 @@ bf_loop_info_load(int64 loop_ref, MemoryContext cxt)
 		child->plan = NULL;
 		if (child->activity != NULL && strcmp(child->activity, "http") == 0)
 			info->has_http = true;
+		if (child->activity != NULL && strcmp(child->activity, "workflow") == 0)
+			info->has_workflow = true;
 		if (child->uses_context)
 			uses_context = true;
 	}

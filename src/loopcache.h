@@ -41,6 +41,8 @@ typedef struct BfLoopInfo
 	Oid			owner;
 	bool		is_activity;	/* a top-level activity run as a one-item loop */
 	bool		has_http;		/* does any child call HTTP? (http_batch.c) */
+	bool		has_deps;		/* "dependsOn": claim ready items only (deps.c) */
+	bool		has_workflow;	/* its child is a workflow (activity_workflow.c) */
 	char	   *node_id;
 	char	   *output_var;		/* top-level activity's "output", or NULL */
 	int32		total;

@@ -65,13 +65,14 @@ bf_loop_close_if_done(int64 loop_ref)
 
 /*
  * After a restart nothing is executing: items left 'running' by a claim
- * that did not complete go back to pending (inside SPI).
+ * that did not complete go back to pending (inside SPI).  Items waiting
+ * for a child run (workflow activities) hold no worker: they keep waiting.
  */
 void
 bf_recover_after_restart(void)
 {
 	if (SPI_execute("UPDATE batchflow.item SET status = 'pending'"
-					" WHERE status = 'running'", false, 0) != SPI_OK_UPDATE)
+					" WHERE status = 'running' AND child_run IS NULL", false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not re-queue interrupted items");
 	if (SPI_processed > 0)
 		ereport(LOG,

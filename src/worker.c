@@ -44,6 +44,7 @@
 #include "utils/wait_event.h"
 
 #include "batchflow.h"
+#include "activity_workflow.h"
 #include "activity_sql.h"
 #include "claim.h"
 #include "http_batch.h"
@@ -115,7 +116,12 @@ bf_worker_step(long *sleep_ms)
 		}
 		bf_http_requeue_mine();
 		claimed = bf_claim_next_item(&claim, &next_due, close_list, &nclose);
-		if (claimed && claim.loop->has_http)
+		if (claimed && claim.loop->has_workflow)
+		{
+			/* Starts a child run; the item waits without a worker. */
+			bf_workflow_take(&claim);
+		}
+		else if (claimed && claim.loop->has_http)
 		{
 			/* HTTP items run outside this transaction (http_batch.c). */
 			bf_http_take(&claim);

@@ -208,6 +208,10 @@ BEGIN
         INSERT INTO batchflow.item (loop_ref, idx, run_id, item)
         SELECT v_lid, (e.ord - 1)::int, p_run, e.value
           FROM jsonb_array_elements(v_arr) WITH ORDINALITY AS e(value, ord);
+        -- dependsOn: check the graph and record it (part 25).
+        IF v_node ? 'dependsOn' AND NOT batchflow._deps_start(p_run, v_lid, v_node, p_from) THEN
+            RETURN;
+        END IF;
         UPDATE batchflow.run SET current_node = k WHERE id = p_run;
         PERFORM batchflow._wake_on_commit();
         RETURN;

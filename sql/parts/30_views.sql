@@ -35,7 +35,8 @@ SELECT r.id,
        r.error,
        r.owner::regrole AS owner,
        r.current_node,
-       r.vars
+       r.vars,
+       r.parent_run
   FROM batchflow.run r
   JOIN batchflow.workflow_version v ON v.id = r.version_id
  WHERE batchflow.visible(r.owner);
@@ -51,6 +52,7 @@ COMMENT ON COLUMN batchflow.runs.error IS 'Why the run failed or was cancelled';
 COMMENT ON COLUMN batchflow.runs.owner IS 'Role that started the run; activities run as this role';
 COMMENT ON COLUMN batchflow.runs.current_node IS 'Index of the top-level node being executed';
 COMMENT ON COLUMN batchflow.runs.vars IS 'Run variables: input keys and saved activity outputs';
+COMMENT ON COLUMN batchflow.runs.parent_run IS 'For a child run started by a workflow activity: the run of the item that started it';
 
 /*
  * An item a worker is executing stays 'pending' in batchflow.item (the

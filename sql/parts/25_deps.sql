@@ -1,0 +1,108 @@
+/*
+ * batchflow install script, part 25: dependencies between the items of a
+ * loop ("dependsOn").
+ *
+ * Readiness is kept per item, never computed by a scan: item.unmet counts
+ * the dependencies of a pending item that have not succeeded yet, and
+ * batchflow.item_dep holds one row per edge, keyed by the dependency.
+ * When an item succeeds, its worker decrements the count of each of its
+ * dependents in the item's own transaction (src/deps.c); an item is ready
+ * when it is pending with unmet = 0, and the partial index item_ready_idx
+ * holds exactly the ready items, in index order, for the claim.  Items of
+ * loops without dependsOn have unmet NULL and are in neither.
+ */
+
+ALTER TABLE batchflow.item ADD COLUMN unmet int CHECK (unmet >= 0);
+COMMENT ON COLUMN batchflow.item.unmet IS 'dependsOn loops: how many of the item''s dependencies have not succeeded yet (0: ready when pending); NULL in other loops';
+
+CREATE INDEX item_ready_idx ON batchflow.item (loop_ref, idx) WHERE status = 'pending' AND unmet = 0;
+
+CREATE TABLE batchflow.item_dep (
+    loop_ref  bigint NOT NULL,
+    dep_idx   int NOT NULL,
+    idx       int NOT NULL,
+    run_id    bigint NOT NULL,
+    PRIMARY KEY (loop_ref, dep_idx, idx)
+);
+COMMENT ON TABLE batchflow.item_dep IS 'dependsOn: one row per dependency between two items of a loop, keyed by the dependency';
+COMMENT ON COLUMN batchflow.item_dep.loop_ref IS 'The loop (batchflow.loop.id) of both items';
+COMMENT ON COLUMN batchflow.item_dep.dep_idx IS 'Index of the item that must succeed first';
+COMMENT ON COLUMN batchflow.item_dep.idx IS 'Index of the item that waits for it';
+COMMENT ON COLUMN batchflow.item_dep.run_id IS 'The run, repeated from the loop for row-level security';
+
+REVOKE ALL ON batchflow.item_dep FROM PUBLIC;
+GRANT SELECT ON batchflow.item_dep TO PUBLIC;
+ALTER TABLE batchflow.item_dep ENABLE ROW LEVEL SECURITY;
+CREATE POLICY item_dep_run_owner ON batchflow.item_dep
+    FOR SELECT USING (run_id IN (SELECT r.id FROM batchflow.run r));
+
+-- Edges go with their loop, like its items (no per-row foreign key).
+CREATE FUNCTION batchflow._loop_delete_deps() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM batchflow.item_dep d USING gone g WHERE d.loop_ref = g.id;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION batchflow._loop_delete_deps() IS 'Internal: delete the dependencies of deleted loops';
+CREATE TRIGGER loop_delete_deps AFTER DELETE ON batchflow.loop
+    REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION batchflow._loop_delete_deps();
+
+/*
+ * Check a dependsOn loop's graph and record it: returns NULL when the keys
+ * are unique, every dependency names an item of the loop and there is no
+ * cycle (and then item_dep and item.unmet are filled in), or the problem.
+ */
+CREATE FUNCTION batchflow._deps_link(p_loop bigint, p_node jsonb) RETURNS text
+    LANGUAGE C VOLATILE STRICT AS 'MODULE_PATHNAME', 'bf_deps_link';
+COMMENT ON FUNCTION batchflow._deps_link(bigint, jsonb) IS 'Internal: check a dependsOn loop''s graph (keys, unknown dependencies, cycles) and record its edges and counts';
+
+/*
+ * Called by _advance right after a dependsOn loop's items were inserted.
+ * A bad graph is an error of bf_start for the first node (nothing is
+ * created); for a later node it fails the run, and the loop row is removed
+ * again, as for an input source that is not an array.  Returns whether the
+ * loop may run.
+ */
+CREATE FUNCTION batchflow._deps_start(p_run bigint, p_loop bigint, p_node jsonb, p_from int)
+    RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_msg text := batchflow._deps_link(p_loop, p_node);
+    v_hint text := 'Give every item a unique key, list in its dependencies only keys of items of the same loop, and make sure no item depends on itself, directly or through others.';
+BEGIN
+    IF v_msg IS NULL THEN
+        RETURN true;
+    END IF;
+    IF p_from = 0 THEN
+        RAISE EXCEPTION '%', v_msg USING ERRCODE = 'invalid_parameter_value', HINT = v_hint;
+    END IF;
+    DELETE FROM batchflow.loop WHERE id = p_loop;
+    UPDATE batchflow.run
+       SET status = 'failed', finished_at = clock_timestamp(), error = v_msg
+     WHERE id = p_run;
+    PERFORM batchflow._run_finished_on_commit();
+    RETURN false;
+END;
+$$;
+COMMENT ON FUNCTION batchflow._deps_start(bigint, bigint, jsonb, int) IS 'Internal: set up a dependsOn loop at its start, or refuse it (bf_start error, or failed run)';
+
+/*
+ * bf_retry re-queued failed and skipped items: count again which of their
+ * dependencies have not succeeded.
+ */
+CREATE FUNCTION batchflow._deps_retry(p_run bigint) RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    UPDATE batchflow.item i
+       SET unmet = (SELECT count(*)
+                      FROM batchflow.item_dep d
+                      JOIN batchflow.item x ON x.loop_ref = d.loop_ref AND x.idx = d.dep_idx
+                     WHERE d.loop_ref = i.loop_ref AND d.idx = i.idx
+                       AND x.status <> 'succeeded')
+     WHERE i.run_id = p_run AND i.status = 'pending' AND i.unmet IS NOT NULL;
+$$;
+COMMENT ON FUNCTION batchflow._deps_retry(bigint) IS 'Internal: recount the unmet dependencies of items bf_retry re-queued';
+
+REVOKE ALL ON FUNCTION batchflow._loop_delete_deps(), batchflow._deps_link(bigint, jsonb),
+    batchflow._deps_start(bigint, bigint, jsonb, int), batchflow._deps_retry(bigint) FROM PUBLIC;

@@ -1,0 +1,644 @@
+/*-------------------------------------------------------------------------
+ *
+ * deps.c
+ *	  Dependencies between the items of a loop: the loop property
+ *	  "dependsOn": {"key": "name", "after": "deps"}.
+ *
+ *	  Each item is an object; item->>'name' is its key and item->'deps' the
+ *	  keys of the items of the same loop that must succeed before it may
+ *	  start.  Three moments:
+ *
+ *	  registration  bf_check_depends_on: the property's shape; a
+ *	                dependsOn loop must be parallel.
+ *	  loop start    batchflow._deps_link (bf_deps_link): keys unique,
+ *	                dependencies known, no cycle (Kahn's algorithm over the
+ *	                whole graph, in memory, once); then one item_dep row per
+ *	                edge and item.unmet = the number of dependencies.
+ *	  item end      bf_deps_item_succeeded: unmet - 1 for each dependent,
+ *	                in the completing item's own transaction, so the
+ *	                dependent becomes claimable exactly when that commit
+ *	                becomes visible.  bf_deps_item_failed: every pending
+ *	                transitive dependent ends skipped with an error that
+ *	                names the failed dependency.
+ *
+ *	  Readiness therefore costs the claim nothing: ready items are the
+ *	  entries of the partial index item_ready_idx (status 'pending' and
+ *	  unmet 0), in index order.  Dependents are locked in index order, so
+ *	  two items finishing at once that share dependents cannot deadlock.
+ *	  Blocked items are ordinary pending items to everything else (closing
+ *	  a loop, cancelling, fail-fast), and exactly-once holds as for any
+ *	  item: the counts change only in item transactions.
+ *
+ * IDENTIFICATION
+ *	  src/deps.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/numeric.h"
+
+#include "batchflow.h"
+#include "deps.h"
+
+PG_FUNCTION_INFO_V1(bf_deps_link);
+PG_FUNCTION_INFO_V1(bf_deps_item_ended);
+
+/* Longest key shown in an error. */
+#define BF_DEPS_KEY_SHOWN 60
+
+typedef struct DepKey
+{
+	char	   *key;
+	int32		idx;
+} DepKey;
+
+static SPIPlanPtr succeeded_plan = NULL;
+static SPIPlanPtr failed_plan = NULL;
+static SPIPlanPtr recount_plan = NULL;
+
+static int	dep_key_cmp(const void *a, const void *b);
+static int	int32_cmp(const void *a, const void *b);
+static int32 dep_key_find(DepKey *keys, int n, const char *key);
+static char *dep_key_shown(const char *key);
+static char *deps_find_cycle(int n, char **key_of, const int32 *unmet,
+							 const int32 *dep_start, const int32 *deps);
+static SPIPlanPtr deps_keep_plan(const char *sql, int nargs, Oid *types);
+
+/* Order DepKeys by key, then by index. */
+static int
+dep_key_cmp(const void *a, const void *b)
+{
+	const DepKey *x = a;
+	const DepKey *y = b;
+	int			c = strcmp(x->key, y->key);
+
+	if (c != 0)
+		return c;
+	return (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+static int
+int32_cmp(const void *a, const void *b)
+{
+	int32		x = *(const int32 *) a;
+	int32		y = *(const int32 *) b;
+
+	return (x > y) - (x < y);
+}
+
+/* The index of the item with this key, or -1 (keys sorted, unique). */
+static int32
+dep_key_find(DepKey *keys, int n, const char *key)
+{
+	int			lo = 0;
+	int			hi = n - 1;
+
+	while (lo <= hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+		int			c = strcmp(keys[mid].key, key);
+
+		if (c == 0)
+			return keys[mid].idx;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return -1;
+}
+
+/* A key for an error message, cut to a readable length. */
+static char *
+dep_key_shown(const char *key)
+{
+	int			len = strlen(key);
+
+	if (len <= BF_DEPS_KEY_SHOWN)
+		return (char *) key;
+	len = pg_mbcliplen(key, len, BF_DEPS_KEY_SHOWN);
+	return psprintf("%.*s...", len, key);
+}
+
+/* Prepare and keep a statement. */
+static SPIPlanPtr
+deps_keep_plan(const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
+			 SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
+/*
+ * bf_check_depends_on
+ *	  Validate a loop's "dependsOn" property at registration, if present.
+ */
+void
+bf_check_depends_on(JsonbContainer *node, const char *what)
+{
+	JsonbValue	v;
+	JsonbValue	part;
+	JsonbIterator *it;
+	JsonbIteratorToken tok;
+	const char *hint = "Write \"dependsOn\": {\"key\": \"name\", \"after\": \"deps\"}: each item is an object, item->>'name' is its key and item->'deps' the keys it waits for.";
+
+	if (getKeyJsonValueFromContainer(node, "dependsOn", 9, &v) == NULL)
+		return;
+	if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s: property \"dependsOn\" must be an object", what),
+				 errdetail("Found %s.", v.type == jbvBinary ? "an array" : "a scalar"),
+				 errhint("%s", hint)));
+
+	it = JsonbIteratorInit(v.val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &part, true)) != WJB_DONE)
+	{
+		if (tok != WJB_KEY)
+			continue;
+		if (!((part.val.string.len == 3 && strncmp(part.val.string.val, "key", 3) == 0) ||
+			  (part.val.string.len == 5 && strncmp(part.val.string.val, "after", 5) == 0)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s, dependsOn: unknown property \"%.*s\"", what,
+							part.val.string.len, part.val.string.val),
+					 errdetail("Unknown properties are rejected so that a misspelt one is not silently ignored."),
+					 errhint("Allowed properties here are \"key\" and \"after\".")));
+	}
+	for (int i = 0; i < 2; i++)
+	{
+		const char *prop = i == 0 ? "key" : "after";
+
+		if (getKeyJsonValueFromContainer(v.val.binary.data, prop, strlen(prop), &part) == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s, dependsOn: missing property \"%s\"", what, prop),
+					 errdetail("\"dependsOn\" needs both \"key\" and \"after\"."),
+					 errhint("%s", hint)));
+		if (part.type != jbvString || part.val.string.len == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s, dependsOn: property \"%s\" must be a non-empty string", what, prop),
+					 errdetail("It names a property of the items."),
+					 errhint("%s", hint)));
+	}
+
+	if (getKeyJsonValueFromContainer(node, "loopType", 8, &part) != NULL &&
+		part.type == jbvString &&
+		!(part.val.string.len == 8 && strncmp(part.val.string.val, "parallel", 8) == 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s: \"dependsOn\" requires loopType \"parallel\"", what),
+				 errdetail("A sequential loop runs its items strictly in index order, which dependencies could contradict."),
+				 errhint("Use \"loopType\": \"parallel\" with \"concurrency\": 1 to run the items one at a time in dependency order.")));
+
+	if (getKeyJsonValueFromContainer(node, "inputSource", 11, &part) != NULL &&
+		part.type == jbvBinary && JsonContainerIsObject(part.val.binary.data))
+	{
+		JsonbValue	s;
+
+		if (getKeyJsonValueFromContainer(part.val.binary.data, "query", 5, &s) != NULL ||
+			getKeyJsonValueFromContainer(part.val.binary.data, "keyRanges", 9, &s) != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("%s: \"dependsOn\" cannot be used with a \"query\" or \"keyRanges\" input source", what),
+					 errdetail("The dependency graph is checked and recorded when the loop starts, and these sources deliver their items in chunks after that."),
+					 errhint("Collect the items first (an activity with \"output\", or a variable), then loop over that with \"inputSource\": {\"variable\": ...}.")));
+	}
+}
+
+/*
+ * Find one cycle among the items Kahn's algorithm could not order (those
+ * with unmet > 0 left) and describe it in execution order, "a -> b -> a":
+ * each key must run before the next.  Every such item has a dependency
+ * that is also left, so following dependencies must come back to an item
+ * already on the path.
+ */
+static char *
+deps_find_cycle(int n, char **key_of, const int32 *unmet,
+				const int32 *dep_start, const int32 *deps)
+{
+	int32	   *pos = palloc(sizeof(int32) * n);
+	int32	   *path = palloc(sizeof(int32) * (n + 1));
+	int			len = 0;
+	int32		v = -1;
+	StringInfoData buf;
+
+	for (int i = 0; i < n; i++)
+	{
+		pos[i] = -1;
+		if (v < 0 && unmet[i] > 0)
+			v = i;
+	}
+	Assert(v >= 0);
+	while (pos[v] < 0)
+	{
+		int32		next = -1;
+
+		pos[v] = len;
+		path[len++] = v;
+		for (int32 e = dep_start[v]; e < dep_start[v + 1]; e++)
+			if (unmet[deps[e]] > 0)
+			{
+				next = deps[e];
+				break;
+			}
+		if (next < 0)
+			elog(ERROR, "dependency cycle search lost its way at item %d", v);
+		v = next;
+	}
+	/* path[pos[v]] .. path[len-1] is the cycle, each waiting for the next. */
+	initStringInfo(&buf);
+	for (int i = len - 1; i >= pos[v]; i--)
+		appendStringInfo(&buf, "%s -> ", dep_key_shown(key_of[path[i]]));
+	appendStringInfoString(&buf, dep_key_shown(key_of[path[len - 1]]));
+	return buf.data;
+}
+
+/*
+ * batchflow._deps_link(loop bigint, node jsonb) returns text
+ *
+ * Reads the loop's items, checks the graph and, if it is sound, records
+ * its edges in item_dep and each item's count of dependencies in
+ * item.unmet.  Returns NULL then, or the first problem found (nothing is
+ * written): an item that is not an object or has no key, a duplicate key,
+ * dependencies that are not an array of keys, an unknown key, a cycle.
+ */
+Datum
+bf_deps_link(PG_FUNCTION_ARGS)
+{
+	int64		loop_ref = PG_GETARG_INT64(0);
+	Jsonb	   *node = PG_GETARG_JSONB_P(1);
+	JsonbValue	v;
+	JsonbValue	idv;
+	char	   *key_name;
+	char	   *after_name;
+	char	   *node_id = "?";
+	Oid			types[3] = {INT8OID, TEXTOID, TEXTOID};
+	Datum		args[3];
+	int			n;
+	int64		run_id;
+	char	  **key_of;
+	DepKey	   *keys;
+	int32	   *unmet;
+	int32	   *dep_start;		/* CSR by dependent: deps[dep_start[i] ..] */
+	int32	   *deps;
+	int			nedges = 0;
+	int			cap_edges;
+	char	   *problem = NULL;
+	bool		isnull;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	if (getKeyJsonValueFromContainer(&node->root, "dependsOn", 9, &v) == NULL ||
+		v.type != jbvBinary)
+		PG_RETURN_NULL();
+	if (getKeyJsonValueFromContainer(v.val.binary.data, "key", 3, &idv) == NULL ||
+		idv.type != jbvString)
+		elog(ERROR, "dependsOn without a key");
+	key_name = pnstrdup(idv.val.string.val, idv.val.string.len);
+	if (getKeyJsonValueFromContainer(v.val.binary.data, "after", 5, &idv) == NULL ||
+		idv.type != jbvString)
+		elog(ERROR, "dependsOn without after");
+	after_name = pnstrdup(idv.val.string.val, idv.val.string.len);
+	if (getKeyJsonValueFromContainer(&node->root, "id", 2, &idv) != NULL &&
+		idv.type == jbvString)
+		node_id = pnstrdup(idv.val.string.val, idv.val.string.len);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	args[0] = Int64GetDatum(loop_ref);
+	args[1] = CStringGetTextDatum(key_name);
+	args[2] = CStringGetTextDatum(after_name);
+	if (SPI_execute_with_args("SELECT idx, jsonb_typeof(item), item ->> $2, item -> $3, run_id"
+							  "  FROM batchflow.item WHERE loop_ref = $1 ORDER BY idx",
+							  3, types, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the items of loop " INT64_FORMAT, loop_ref);
+	n = (int) SPI_processed;
+	if (n == 0)
+	{
+		SPI_finish();
+		PG_RETURN_NULL();
+	}
+	run_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull));
+
+	/* All arrays live in the caller's context: SPI_finish frees its own. */
+	{
+		MemoryContext spicxt = MemoryContextSwitchTo(cxt);
+
+		key_of = palloc(sizeof(char *) * n);
+		keys = palloc(sizeof(DepKey) * n);
+		unmet = palloc0(sizeof(int32) * n);
+		dep_start = palloc0(sizeof(int32) * (n + 1));
+		cap_edges = Max(n, 16);
+		deps = palloc(sizeof(int32) * cap_edges);
+		MemoryContextSwitchTo(spicxt);
+	}
+
+	/* Keys first: every item an object with a key. */
+	for (int i = 0; i < n && problem == NULL; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		char	   *type = SPI_getvalue(tup, desc, 2);
+		char	   *key = SPI_getvalue(tup, desc, 3);
+
+		if (type == NULL || strcmp(type, "object") != 0)
+			problem = psprintf("node \"%s\": item %d is %s, but with \"dependsOn\" every item must be an object",
+							   node_id, i, type == NULL ? "null" : psprintf("a JSON %s", type));
+		else if (key == NULL)
+			problem = psprintf("node \"%s\": item %d has no key \"%s\"", node_id, i, key_name);
+		else
+		{
+			key_of[i] = MemoryContextStrdup(cxt, key);
+			keys[i].key = key_of[i];
+			keys[i].idx = i;
+		}
+	}
+	if (problem == NULL)
+	{
+		qsort(keys, n, sizeof(DepKey), dep_key_cmp);
+		for (int i = 1; i < n && problem == NULL; i++)
+			if (strcmp(keys[i - 1].key, keys[i].key) == 0)
+				problem = psprintf("node \"%s\": duplicate key \"%s\" (items %d and %d)",
+								   node_id, dep_key_shown(keys[i].key), keys[i - 1].idx, keys[i].idx);
+	}
+
+	/* Then the dependencies of each item, as indexes, without repeats. */
+	for (int i = 0; i < n && problem == NULL; i++)
+	{
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 4, &isnull);
+		Jsonb	   *arr;
+		JsonbIterator *it;
+		JsonbIteratorToken tok;
+		JsonbValue	e;
+		int			first = nedges;
+
+		dep_start[i] = nedges;
+		if (isnull)
+			continue;
+		arr = DatumGetJsonbP(d);
+		if (JB_ROOT_IS_SCALAR(arr) && JB_ROOT_COUNT(arr) == 1)
+		{
+			JsonbValue	sv;
+
+			if (JsonbExtractScalar(&arr->root, &sv) && sv.type == jbvNull)
+				continue;
+		}
+		if (!JB_ROOT_IS_ARRAY(arr) || JB_ROOT_IS_SCALAR(arr))
+		{
+			problem = psprintf("node \"%s\": item %d (\"%s\"): \"%s\" must be an array of keys",
+							   node_id, i, dep_key_shown(key_of[i]), after_name);
+			break;
+		}
+		it = JsonbIteratorInit(&arr->root);
+		while ((tok = JsonbIteratorNext(&it, &e, true)) != WJB_DONE)
+		{
+			char	   *dk;
+			int32		j;
+
+			if (tok != WJB_ELEM)
+				continue;
+			if (e.type == jbvString)
+				dk = pnstrdup(e.val.string.val, e.val.string.len);
+			else if (e.type == jbvNumeric)
+				dk = DatumGetCString(DirectFunctionCall1(numeric_out,
+														 NumericGetDatum(e.val.numeric)));
+			else
+			{
+				problem = psprintf("node \"%s\": item %d (\"%s\"): \"%s\" must be an array of keys",
+								   node_id, i, dep_key_shown(key_of[i]), after_name);
+				break;
+			}
+			j = dep_key_find(keys, n, dk);
+			if (j < 0)
+			{
+				problem = psprintf("node \"%s\": item %d (\"%s\") depends on unknown key \"%s\"",
+								   node_id, i, dep_key_shown(key_of[i]), dep_key_shown(dk));
+				break;
+			}
+			if (nedges == cap_edges)
+			{
+				cap_edges *= 2;
+				deps = repalloc(deps, sizeof(int32) * cap_edges);
+			}
+			deps[nedges++] = j;
+		}
+		if (problem)
+			break;
+		/* Sort this item's dependencies and drop repeats. */
+		if (nedges - first > 1)
+		{
+			int			w = first + 1;
+
+			qsort(deps + first, nedges - first, sizeof(int32), int32_cmp);
+			for (int r = first + 1; r < nedges; r++)
+				if (deps[r] != deps[w - 1])
+					deps[w++] = deps[r];
+			nedges = w;
+		}
+		unmet[i] = nedges - first;
+	}
+	dep_start[n] = nedges;
+
+	/*
+	 * Cycles: Kahn's algorithm on a copy of the counts.  Items whose count
+	 * never reaches zero lie on a cycle or wait for one.
+	 */
+	if (problem == NULL)
+	{
+		int32	   *left = palloc(sizeof(int32) * n);
+		int32	   *out_start = palloc0(sizeof(int32) * (n + 1));
+		int32	   *outs = palloc(sizeof(int32) * Max(nedges, 1));
+		int32	   *fill = palloc(sizeof(int32) * n);
+		int32	   *queue = palloc(sizeof(int32) * n);
+		int			head = 0;
+		int			tail = 0;
+
+		memcpy(left, unmet, sizeof(int32) * n);
+		for (int e = 0; e < nedges; e++)
+			out_start[deps[e] + 1]++;
+		for (int i = 0; i < n; i++)
+			out_start[i + 1] += out_start[i];
+		memcpy(fill, out_start, sizeof(int32) * n);
+		for (int i = 0; i < n; i++)
+			for (int32 e = dep_start[i]; e < dep_start[i + 1]; e++)
+				outs[fill[deps[e]]++] = i;
+		for (int i = 0; i < n; i++)
+			if (left[i] == 0)
+				queue[tail++] = i;
+		while (head < tail)
+		{
+			int32		u = queue[head++];
+
+			for (int32 e = out_start[u]; e < out_start[u + 1]; e++)
+				if (--left[outs[e]] == 0)
+					queue[tail++] = outs[e];
+		}
+		if (tail < n)
+			problem = psprintf("node \"%s\": dependency cycle: %s", node_id,
+							   deps_find_cycle(n, key_of, left, dep_start, deps));
+	}
+
+	if (problem == NULL)
+	{
+		Datum	   *e_dep = palloc(sizeof(Datum) * Max(nedges, 1));
+		Datum	   *e_idx = palloc(sizeof(Datum) * Max(nedges, 1));
+		Datum	   *u_n = palloc(sizeof(Datum) * n);
+		Oid			ltypes[4] = {INT8OID, INT4ARRAYOID, INT4ARRAYOID, INT8OID};
+		Datum		largs[4];
+
+		for (int i = 0; i < n; i++)
+		{
+			u_n[i] = Int32GetDatum(unmet[i]);
+			for (int32 e = dep_start[i]; e < dep_start[i + 1]; e++)
+			{
+				e_dep[e] = Int32GetDatum(deps[e]);
+				e_idx[e] = Int32GetDatum(i);
+			}
+		}
+		largs[0] = Int64GetDatum(loop_ref);
+		largs[1] = PointerGetDatum(construct_array(e_dep, nedges, INT4OID, 4, true, TYPALIGN_INT));
+		largs[2] = PointerGetDatum(construct_array(e_idx, nedges, INT4OID, 4, true, TYPALIGN_INT));
+		largs[3] = Int64GetDatum(run_id);
+		if (nedges > 0 &&
+			SPI_execute_with_args("INSERT INTO batchflow.item_dep (loop_ref, dep_idx, idx, run_id)"
+								  " SELECT $1, d, i, $4 FROM unnest($2, $3) AS e(d, i)",
+								  4, ltypes, largs, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not record the dependencies of loop " INT64_FORMAT, loop_ref);
+		/* unmet, by index: element i of the array is item i's count. */
+		largs[1] = PointerGetDatum(construct_array(u_n, n, INT4OID, 4, true, TYPALIGN_INT));
+		if (SPI_execute_with_args("UPDATE batchflow.item i SET unmet = ($2)[i.idx + 1]"
+								  " WHERE i.loop_ref = $1",
+								  2, ltypes, largs, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not count the dependencies of loop " INT64_FORMAT, loop_ref);
+	}
+
+	SPI_finish();
+	if (problem == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(problem));
+}
+
+/*
+ * The item (loop_ref, idx) just succeeded, in this transaction (inside
+ * SPI): one dependency fewer for each of its pending dependents, locked in
+ * index order.
+ */
+void
+bf_deps_item_succeeded(int64 loop_ref, int32 idx)
+{
+	Datum		args[2];
+
+	if (succeeded_plan == NULL)
+	{
+		Oid			types[2] = {INT8OID, INT4OID};
+
+		succeeded_plan = deps_keep_plan("UPDATE batchflow.item i SET unmet = i.unmet - 1"
+										"  FROM (SELECT x.idx FROM batchflow.item x"
+										"         WHERE x.loop_ref = $1 AND x.status = 'pending' AND x.unmet > 0"
+										"           AND x.idx IN (SELECT d.idx FROM batchflow.item_dep d"
+										"                          WHERE d.loop_ref = $1 AND d.dep_idx = $2)"
+										"         ORDER BY x.idx FOR UPDATE) s"
+										" WHERE i.loop_ref = $1 AND i.idx = s.idx", 2, types);
+	}
+	args[0] = Int64GetDatum(loop_ref);
+	args[1] = Int32GetDatum(idx);
+	if (SPI_execute_plan(succeeded_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not release the dependents of item %d of loop " INT64_FORMAT,
+			 idx, loop_ref);
+}
+
+/*
+ * The item (loop_ref, idx) just failed for good, in this transaction
+ * (inside SPI): its pending dependents, and theirs, end skipped with an
+ * error that names it.  Returns how many were skipped.
+ */
+int64
+bf_deps_item_failed(int64 loop_ref, int32 idx)
+{
+	Datum		args[2];
+	int64		skipped;
+
+	if (failed_plan == NULL)
+	{
+		Oid			types[2] = {INT8OID, INT4OID};
+
+		failed_plan = deps_keep_plan("WITH RECURSIVE down(idx) AS ("
+									 "    SELECT d.idx FROM batchflow.item_dep d"
+									 "     WHERE d.loop_ref = $1 AND d.dep_idx = $2"
+									 "  UNION"
+									 "    SELECT d.idx FROM down JOIN batchflow.item_dep d"
+									 "        ON d.loop_ref = $1 AND d.dep_idx = down.idx),"
+									 " failed AS ("
+									 "    SELECT format('dependency \"%s\" failed',"
+									 "                  f.item ->> (l.node #>> '{dependsOn,key}')) AS error"
+									 "      FROM batchflow.item f JOIN batchflow.loop l ON l.id = f.loop_ref"
+									 "     WHERE f.loop_ref = $1 AND f.idx = $2)"
+									 " UPDATE batchflow.item i"
+									 "    SET status = 'skipped', finished_at = clock_timestamp(),"
+									 "        not_before = NULL, error = failed.error"
+									 "   FROM failed,"
+									 "        (SELECT x.idx FROM batchflow.item x"
+									 "          WHERE x.loop_ref = $1 AND x.status = 'pending'"
+									 "            AND x.idx IN (SELECT idx FROM down)"
+									 "          ORDER BY x.idx FOR UPDATE) s"
+									 "  WHERE i.loop_ref = $1 AND i.idx = s.idx", 2, types);
+		recount_plan = deps_keep_plan("UPDATE batchflow.loop_progress"
+									  "   SET state = 'recount', updated_at = clock_timestamp()"
+									  " WHERE loop_ref = $1 AND state = 'live'", 1, types);
+	}
+	args[0] = Int64GetDatum(loop_ref);
+	args[1] = Int32GetDatum(idx);
+	if (SPI_execute_plan(failed_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not skip the dependents of item %d of loop " INT64_FORMAT,
+			 idx, loop_ref);
+	skipped = (int64) SPI_processed;
+
+	/*
+	 * The batched counters count what workers execute; these items were
+	 * not executed.  Until the launcher rebuilds the loop's counters, the
+	 * progress views count its items directly.
+	 */
+	if (skipped > 0 &&
+		SPI_execute_plan(recount_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not mark the progress of loop " INT64_FORMAT " for a recount",
+			 loop_ref);
+	return skipped;
+}
+
+/*
+ * batchflow._deps_item_ended(loop bigint, idx int, succeeded boolean)
+ *
+ * The same bookkeeping for an item that ended outside a worker's record
+ * (a workflow activity's item, completed when its child run ends).
+ */
+Datum
+bf_deps_item_ended(PG_FUNCTION_ARGS)
+{
+	int64		loop_ref = PG_GETARG_INT64(0);
+	int32		idx = PG_GETARG_INT32(1);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (PG_GETARG_BOOL(2))
+		bf_deps_item_succeeded(loop_ref, idx);
+	else
+		(void) bf_deps_item_failed(loop_ref, idx);
+	SPI_finish();
+	PG_RETURN_VOID();
+}
