@@ -699,4 +699,52 @@ SELECT r.id,
   JOIN batchflow.workflow_version v ON v.id = r.version_id
  WHERE batchflow.visible(r.owner);
 COMMENT ON COLUMN batchflow.runs.parent_run IS 'For a child run started by a workflow activity: the run of the item that started it';
+
+-- bf_progress gains "blocked" (items of a dependsOn loop waiting for a
+-- dependency), a new last column: bf_progress and batchflow._progress are
+-- created again with the new result type.
+DROP FUNCTION bf_progress(bigint);
+DROP FUNCTION batchflow._progress(bigint);
+CREATE FUNCTION batchflow._progress(p_run bigint)
+    RETURNS TABLE (loop_id text, status text, total bigint, completed bigint, failed bigint,
+                   active int, percent numeric, items_per_sec numeric, elapsed interval,
+                   eta interval, blocked bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT s.loop_id, s.status, s.total, s.completed, s.failed, s.active, s.percent,
+           s.items_per_sec, s.elapsed, s.eta, s.blocked
+      FROM (SELECT p.node_index, p.loop_id, p.status, p.total, p.completed, p.failed,
+                   p.active, p.percent, p.items_per_sec, p.elapsed, p.eta,
+                   -- dependsOn: pending items still waiting for a dependency.
+                   CASE WHEN p.finished_at IS NULL AND l.node ? 'dependsOn'
+                        THEN (SELECT count(*) FROM batchflow.item i
+                               WHERE i.loop_ref = l.id AND i.status = 'pending' AND i.unmet > 0)
+                        ELSE 0 END AS blocked
+              FROM batchflow._progress_all p
+              JOIN batchflow.loop l ON l.id = p.loop_ref
+             WHERE p.run_id = p_run AND p.kind = 'loop'
+            UNION ALL
+            SELECT (n.ord - 1)::int, n.node ->> 'id',
+                   CASE WHEN r.finished_at IS NULL THEN 'pending' ELSE 'skipped' END,
+                   CASE WHEN jsonb_typeof(n.node -> 'inputSource' -> 'static') = 'array'
+                        THEN jsonb_array_length(n.node -> 'inputSource' -> 'static')::bigint END,
+                   0::bigint, 0::bigint, 0, 0.0, NULL::numeric, NULL::interval, NULL::interval,
+                   0::bigint
+              FROM batchflow.run r
+              JOIN batchflow.workflow_version v ON v.id = r.version_id
+             CROSS JOIN LATERAL jsonb_array_elements(v.definition -> 'nodes') WITH ORDINALITY AS n(node, ord)
+             WHERE r.id = p_run
+               AND n.node ->> 'type' = 'loop'
+               AND NOT EXISTS (SELECT 1 FROM batchflow.loop l
+                                WHERE l.run_id = p_run AND l.node_id = n.node ->> 'id')) s
+     ORDER BY s.node_index
+$$;
+COMMENT ON FUNCTION batchflow._progress(bigint) IS 'Internal: the rows of bf_progress, without the ownership check';
+REVOKE ALL ON FUNCTION batchflow._progress(bigint) FROM PUBLIC;
+
+CREATE FUNCTION bf_progress(run bigint)
+    RETURNS TABLE (loop_id text, status text, total bigint, completed bigint, failed bigint,
+                   active int, percent numeric, items_per_sec numeric, elapsed interval,
+                   eta interval, blocked bigint)
+    LANGUAGE C VOLATILE STRICT AS 'MODULE_PATHNAME', 'bf_progress';
+COMMENT ON FUNCTION bf_progress(bigint) IS 'Progress of each loop of a run: counts, items executing, percent, recent rate, elapsed time, ETA, and items waiting for their dependencies (blocked)';
 -- END i16 sections

@@ -39,20 +39,27 @@ COMMENT ON COLUMN batchflow.progress.last_progress_at IS 'Last time an item of t
 CREATE FUNCTION batchflow._progress(p_run bigint)
     RETURNS TABLE (loop_id text, status text, total bigint, completed bigint, failed bigint,
                    active int, percent numeric, items_per_sec numeric, elapsed interval,
-                   eta interval)
+                   eta interval, blocked bigint)
 LANGUAGE sql STABLE AS $$
     SELECT s.loop_id, s.status, s.total, s.completed, s.failed, s.active, s.percent,
-           s.items_per_sec, s.elapsed, s.eta
+           s.items_per_sec, s.elapsed, s.eta, s.blocked
       FROM (SELECT p.node_index, p.loop_id, p.status, p.total, p.completed, p.failed,
-                   p.active, p.percent, p.items_per_sec, p.elapsed, p.eta
+                   p.active, p.percent, p.items_per_sec, p.elapsed, p.eta,
+                   -- dependsOn: pending items still waiting for a dependency.
+                   CASE WHEN p.finished_at IS NULL AND l.node ? 'dependsOn'
+                        THEN (SELECT count(*) FROM batchflow.item i
+                               WHERE i.loop_ref = l.id AND i.status = 'pending' AND i.unmet > 0)
+                        ELSE 0 END AS blocked
               FROM batchflow._progress_all p
+              JOIN batchflow.loop l ON l.id = p.loop_ref
              WHERE p.run_id = p_run AND p.kind = 'loop'
             UNION ALL
             SELECT (n.ord - 1)::int, n.node ->> 'id',
                    CASE WHEN r.finished_at IS NULL THEN 'pending' ELSE 'skipped' END,
                    CASE WHEN jsonb_typeof(n.node -> 'inputSource' -> 'static') = 'array'
                         THEN jsonb_array_length(n.node -> 'inputSource' -> 'static')::bigint END,
-                   0::bigint, 0::bigint, 0, 0.0, NULL::numeric, NULL::interval, NULL::interval
+                   0::bigint, 0::bigint, 0, 0.0, NULL::numeric, NULL::interval, NULL::interval,
+                   0::bigint
               FROM batchflow.run r
               JOIN batchflow.workflow_version v ON v.id = r.version_id
              CROSS JOIN LATERAL jsonb_array_elements(v.definition -> 'nodes') WITH ORDINALITY AS n(node, ord)
@@ -140,9 +147,9 @@ REVOKE ALL ON FUNCTION batchflow._item_counts(bigint), batchflow._progress_json(
 CREATE FUNCTION bf_progress(run bigint)
     RETURNS TABLE (loop_id text, status text, total bigint, completed bigint, failed bigint,
                    active int, percent numeric, items_per_sec numeric, elapsed interval,
-                   eta interval)
+                   eta interval, blocked bigint)
     LANGUAGE C VOLATILE STRICT AS 'MODULE_PATHNAME', 'bf_progress';
-COMMENT ON FUNCTION bf_progress(bigint) IS 'Progress of each loop of a run: counts, items executing, percent, recent rate, elapsed time and ETA';
+COMMENT ON FUNCTION bf_progress(bigint) IS 'Progress of each loop of a run: counts, items executing, percent, recent rate, elapsed time, ETA, and items waiting for their dependencies (blocked)';
 
 CREATE FUNCTION bf_report(run bigint)
     RETURNS TABLE (loop_id text, idx int, item jsonb, attempts int, error text)

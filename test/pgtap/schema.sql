@@ -84,7 +84,7 @@ SELECT is(
         AND pg_function_is_visible(p.oid)),
     concat_ws(E'\n',
         'bf_cancel(run bigint) RETURNS boolean',
-        'bf_progress(run bigint) RETURNS TABLE(loop_id text, status text, total bigint, completed bigint, failed bigint, active integer, percent numeric, items_per_sec numeric, elapsed interval, eta interval)',
+        'bf_progress(run bigint) RETURNS TABLE(loop_id text, status text, total bigint, completed bigint, failed bigint, active integer, percent numeric, items_per_sec numeric, elapsed interval, eta interval, blocked bigint)',
         'bf_register(name text, definition jsonb) RETURNS integer',
         'bf_report(run bigint) RETURNS TABLE(loop_id text, idx integer, item jsonb, attempts integer, error text)',
         'bf_retry(run bigint) RETURNS bigint',

@@ -115,6 +115,27 @@ SELECT count(*) AS items, deps_overlap_max(:'run') AS max_overlap FROM deps_t WH
 SELECT deps_order_violations(:run) AS order_violations;
 SELECT status, count(*) FROM batchflow.items WHERE run_id = :run GROUP BY status;
 
+-- bf_progress: items waiting for a dependency are counted as "blocked".
+SELECT bf_start('deps_cap', $j${"items": [{"name": "root", "ms": 1500},
+  {"name": "a", "deps": ["root"], "ms": 10}, {"name": "b", "deps": ["a"], "ms": 10},
+  {"name": "free", "ms": 10}]}$j$) AS run \gset
+CREATE FUNCTION deps_wait_for(p_tag text, p_key text) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1 .. 500 LOOP
+        IF EXISTS (SELECT 1 FROM deps_t WHERE tag = p_tag AND key = p_key) THEN
+            RETURN true;
+        END IF;
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+    RETURN false;
+END
+$$;
+SELECT deps_wait_for(:'run', 'free') AS free_done;
+SELECT loop_id, total, blocked FROM bf_progress(:run);
+SELECT bf_wait(:run);
+SELECT loop_id, total, completed, blocked FROM bf_progress(:run);
+
 -- Transitive skip: "bad" fails; what depends on it, directly or not, is
 -- skipped with an error naming it; the rest runs.
 SELECT bf_start('deps_cap', $j${"items": [
