@@ -32,6 +32,7 @@
 #include "utils/wait_event.h"
 
 #include "batchflow.h"
+#include "input_check.h"
 #include "pool.h"
 #include "security.h"
 
@@ -56,9 +57,10 @@ bf_status_is_final(const char *status)
  * bf_start(workflow text, input jsonb) returns bigint
  *
  * Creates the run and the items of its first loop in the caller's
- * transaction.  Problems with the input (an input source that is not an
- * array) fail the run with a recorded error rather than raising one, so
- * that every started run leaves a record.
+ * transaction.  The input is checked first (input_check.c): one that is
+ * not an object, or a first loop's variable that is not an array, is
+ * refused before anything is created.  Problems found later, when a run
+ * reaches a node, fail the run with a recorded error instead.
  */
 Datum
 bf_start(PG_FUNCTION_ARGS)
@@ -73,6 +75,7 @@ bf_start(PG_FUNCTION_ARGS)
 	int32		version_id;
 	Oid			wf_owner;
 	int64		run_id;
+	Jsonb	   *definition;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -90,7 +93,7 @@ bf_start(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 
 	args[0] = PointerGetDatum(name);
-	if (SPI_execute_with_args("SELECT v.id, w.owner"
+	if (SPI_execute_with_args("SELECT v.id, w.owner, v.definition"
 							  "  FROM batchflow.workflow w"
 							  "  JOIN batchflow.workflow_version v ON v.workflow = w.name"
 							  " WHERE w.name = $1"
@@ -106,6 +109,8 @@ bf_start(PG_FUNCTION_ARGS)
 											 SPI_tuptable->tupdesc, 1, &isnull));
 	wf_owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
 											  SPI_tuptable->tupdesc, 2, &isnull));
+	definition = DatumGetJsonbP(SPI_getbinval(SPI_tuptable->vals[0],
+											  SPI_tuptable->tupdesc, 3, &isnull));
 
 	/* The ownership check is made as the caller, not as the admin role. */
 	bf_restore_user(&saved);
@@ -115,6 +120,7 @@ bf_start(PG_FUNCTION_ARGS)
 				 errmsg("permission denied for workflow \"%s\"", text_to_cstring(name)),
 				 errdetail("The workflow was registered by another role."),
 				 errhint("Register your own copy under another name, or ask its owner to grant you its role.")));
+	bf_check_start_input(text_to_cstring(name), definition, DatumGetJsonbP(input));
 	bf_become_admin(&saved);
 
 	argtypes[0] = INT4OID;

@@ -59,11 +59,21 @@ SELECT bf_wait(:run, '1 minute');
 SELECT status, error FROM batchflow.runs WHERE id = :run;
 SELECT count(*) AS rows FROM eng_inputs_sink WHERE wf = 'maybe';
 
--- Anything else fails the run, naming the source and the JSON type found.
-SELECT bf_start('eng_inputs_maybe', '{"xs": {"a": 1}}') AS run \gset
+-- Anything else is refused by bf_start when the loop is the first node
+-- (test/sql/start_input.sql has the messages) ...
+SELECT bf_start('eng_inputs_maybe', '{"xs": {"a": 1}}');
+-- ... and fails the run when a later node reaches it, naming the source and
+-- the JSON type found.
+SELECT bf_register('eng_inputs_later', $j${"nodes": [
+  {"id": "first", "type": "activity", "activity": "sql", "sql": "SELECT 1"},
+  {"id": "each", "type": "loop", "loopType": "parallel", "concurrency": 2,
+   "inputSource": {"variable": "xs"},
+   "children": [{"id": "put", "type": "activity", "activity": "sql",
+                 "sql": "INSERT INTO eng_inputs_sink VALUES ('maybe', $2, $1)"}]}]}$j$) > 0 AS registered;
+SELECT bf_start('eng_inputs_later', '{"xs": {"a": 1}}') AS run \gset
 SELECT bf_wait(:run, '1 minute');
 SELECT status, error FROM batchflow.runs WHERE id = :run;
-SELECT bf_start('eng_inputs_maybe', '{"xs": 42}') AS run \gset
+SELECT bf_start('eng_inputs_later', '{"xs": 42}') AS run \gset
 SELECT bf_wait(:run, '1 minute');
 SELECT status, error FROM batchflow.runs WHERE id = :run;
 SELECT bf_register('eng_inputs_bad_activity', $j${"nodes": [

@@ -143,17 +143,26 @@ SELECT sec_try('DELETE FROM batchflow.item') AS delete_items;
 SELECT sec_try('SET batchflow.max_items_per_run = 2000000000') AS raise_limit;
 
 -- 3. bob's functions never run with the extension owner's rights: with a
--- format(text, text, text, text) of his own first in search_path, bf_start
--- of a run whose input is not an array (which formats an error message as
--- the extension owner) must not call it.
+-- format(text, text, text, text) of his own first in search_path, a run
+-- whose loop input is not an array (the error message is formatted as the
+-- extension owner) must not call it: neither bf_start, which refuses such
+-- an input for the first node, nor batchflow._advance, which fails the run
+-- when a later node is reached.
 CREATE FUNCTION sec_bob.format(text, text, text, text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
     RAISE NOTICE 'bob''s format ran as %', current_user;
     RETURN 'hijacked';
 END
 $$;
+SELECT bf_register('sec_bob_later', '{"nodes": [
+  {"id": "first", "type": "activity", "activity": "sql", "sql": "SELECT 1"},
+  {"id": "each", "type": "loop", "loopType": "sequential",
+   "inputSource": {"variable": "xs"},
+   "children": [{"id": "one", "type": "activity", "activity": "sql", "sql": "SELECT $1"}]}]}') > 0 AS registered;
 SET search_path = sec_bob, pg_catalog, public;
-SELECT bf_start('sec_bob_wf', '{"xs": 5}') AS bad_run \gset
+SELECT bf_start('sec_bob_wf', '{"xs": 5}');
+SELECT bf_start('sec_bob_later', '{"xs": 5}') AS bad_run \gset
+SELECT bf_wait(:bad_run, '1 minute');
 RESET search_path;
 SELECT status, error FROM batchflow.runs WHERE id = :bad_run;
 RESET ROLE;
