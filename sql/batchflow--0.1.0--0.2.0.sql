@@ -748,3 +748,65 @@ CREATE FUNCTION bf_progress(run bigint)
     LANGUAGE C VOLATILE STRICT AS 'MODULE_PATHNAME', 'bf_progress';
 COMMENT ON FUNCTION bf_progress(bigint) IS 'Progress of each loop of a run: counts, items executing, percent, recent rate, elapsed time, ETA, and items waiting for their dependencies (blocked)';
 -- END i16 sections
+-- Backups (issue 13): every table and sequence is marked for pg_dump, and a
+-- restore's loads of loops and progress rows are told apart from the
+-- engine's writes (sql/parts/70_backup.sql, 41_progress_compute.sql).
+SELECT pg_catalog.pg_extension_config_dump('batchflow.workflow', '');
+SELECT pg_catalog.pg_extension_config_dump('batchflow.workflow_version', '');
+SELECT pg_catalog.pg_extension_config_dump('batchflow.workflow_version_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('batchflow.run', '');
+SELECT pg_catalog.pg_extension_config_dump('batchflow.run_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('batchflow.loop', '');
+SELECT pg_catalog.pg_extension_config_dump('batchflow.loop_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('batchflow.item', '');
+SELECT pg_catalog.pg_extension_config_dump('batchflow.item_error', '');
+SELECT pg_catalog.pg_extension_config_dump('batchflow.item_error_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('batchflow.item_dep', '');
+SELECT pg_catalog.pg_extension_config_dump('batchflow.loop_progress', '');
+SELECT pg_catalog.pg_extension_config_dump('batchflow.progress_counter', '');
+SELECT pg_catalog.pg_extension_config_dump('batchflow.pruned_run', '');
+
+-- Is the current statement a restore's load of table `tbl` (COPY or INSERT
+-- sent by pg_restore or psql), rather than the engine writing it?
+CREATE FUNCTION batchflow._restoring(tbl text) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+SELECT current_query() ~* ('^(\s|--[^\n]*\n)*(COPY|INSERT\s+INTO)\s+' ||
+                           replace(tbl, '.', '\.') || '[\s(]')
+$$;
+COMMENT ON FUNCTION batchflow._restoring(text) IS 'Internal: true when the statement being executed is a COPY or INSERT of a restore into the given table';
+REVOKE ALL ON FUNCTION batchflow._restoring(text) FROM PUBLIC;
+
+-- A progress row loaded by a restore (not by _loop_created) is recounted.
+CREATE FUNCTION batchflow._loop_progress_restored() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    -- _loop_created inserts from within a trigger: depth 2 or more.
+    IF pg_trigger_depth() = 1 AND NEW.state = 'live' THEN
+        NEW.state := 'recount';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+COMMENT ON FUNCTION batchflow._loop_progress_restored() IS 'Internal: a live progress row loaded by a restore is marked for recount';
+CREATE TRIGGER loop_progress_restored BEFORE INSERT ON batchflow.loop_progress
+    FOR EACH ROW EXECUTE FUNCTION batchflow._loop_progress_restored();
+
+CREATE OR REPLACE FUNCTION batchflow._loop_created() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- A restore loads the loop's progress row itself (70_backup.sql).
+    IF batchflow._restoring('batchflow.loop') THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO batchflow.loop_progress (loop_ref, run_id, state)
+    VALUES (NEW.id, NEW.run_id, CASE WHEN NEW.finished_at IS NULL THEN 'live' ELSE 'final' END);
+    PERFORM pg_notify('batchflow_progress', batchflow._progress_json(NEW.id));
+    RETURN NULL;
+END;
+$$;

@@ -131,6 +131,10 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- A restore loads the loop's progress row itself (70_backup.sql).
+    IF batchflow._restoring('batchflow.loop') THEN
+        RETURN NULL;
+    END IF;
     INSERT INTO batchflow.loop_progress (loop_ref, run_id, state)
     VALUES (NEW.id, NEW.run_id, CASE WHEN NEW.finished_at IS NULL THEN 'live' ELSE 'final' END);
     PERFORM pg_notify('batchflow_progress', batchflow._progress_json(NEW.id));

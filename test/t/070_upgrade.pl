@@ -317,7 +317,7 @@ sub dump_statements
 		!/binary_upgrade_set_next_|^UPDATE pg_catalog\.pg_class|pg_catalog\.setval\(|^\\(connect|restrict|unrestrict) |pg_catalog\.set_config\('search_path'/
 	} @statements;
 	s/\b$db\b/DB/g foreach @statements;
-	s/'\{[0-9,]*\}'::pg_catalog\.oid\[\]/'{OIDS}'::pg_catalog.oid[]/g foreach @statements;
+	s/(binary_upgrade_create_empty_extension\(.*?)'\{[0-9,]*\}'/$1'{OIDS}'/s foreach @statements;
 	return sort @statements;
 }
 
