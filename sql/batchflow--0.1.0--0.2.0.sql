@@ -810,3 +810,16 @@ BEGIN
     RETURN NULL;
 END;
 $$;
+
+
+-- Wake-ups: a new loop wakes only as many idle workers as it can use
+-- (sql/parts/27_wakeup.sql, src/wakeup.c).
+CREATE FUNCTION batchflow._loop_wake() RETURNS trigger
+    LANGUAGE C AS 'MODULE_PATHNAME', 'bf_sql_loop_wake';
+COMMENT ON FUNCTION batchflow._loop_wake() IS 'Internal: at commit, wake as many idle workers as a new loop can use';
+REVOKE ALL ON FUNCTION batchflow._loop_wake() FROM PUBLIC;
+
+CREATE TRIGGER loop_wake AFTER INSERT ON batchflow.loop
+    FOR EACH ROW WHEN (NEW.finished_at IS NULL)
+    EXECUTE FUNCTION batchflow._loop_wake();
+COMMENT ON TRIGGER loop_wake ON batchflow.loop IS 'Wakes min(items, cap) idle workers when the transaction that created the loop commits';

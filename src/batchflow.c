@@ -29,6 +29,7 @@
 #include "progress.h"
 #include "progress_shared.h"
 #include "run_limits.h"
+#include "wakeup.h"
 
 PG_MODULE_MAGIC;
 
@@ -81,6 +82,7 @@ _PG_init(void)
 	bf_register_define_gucs();
 	bf_http_define_gucs();
 	bf_limits_define_gucs();
+	bf_wakeup_define_gucs();
 
 	if (!process_shared_preload_libraries_in_progress)
 	{
@@ -128,6 +130,7 @@ bf_shmem_request_hook(void)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(bf_pool_shmem_size());
 	bf_progress_shmem_request();
+	RequestAddinShmemSpace(bf_wakeup_shmem_size());
 }
 
 /* Chain to the previous hook, then attach to (or create) batchflow's state. */
@@ -138,6 +141,7 @@ bf_shmem_startup_hook(void)
 		prev_shmem_startup_hook();
 	bf_pool_shmem_startup();
 	bf_progress_shmem_startup();
+	bf_wakeup_shmem_startup();
 }
 
 /*

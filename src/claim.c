@@ -57,6 +57,13 @@ bool		(*bf_cap_lock_is_mine_hook) (const LOCKTAG *tag) = NULL;
 /* The id of the loop served last, for round-robin fairness between loops. */
 static int64 rr_cursor = 0;
 
+/*
+ * Did the last bf_claim_next_item see a loop with work left (items
+ * pending or executing, every cap lock held, a retry backing off)?  If
+ * not, only new work can give this worker something to do (wakeup.c).
+ */
+bool		bf_claim_saw_work = true;
+
 static SPIPlanPtr open_loops_plan = NULL;
 static SPIPlanPtr claim_parallel_plan = NULL;
 static SPIPlanPtr claim_parallel_from_plan = NULL;
@@ -297,6 +304,7 @@ bf_claim_next_item(BfClaim *claim, TimestampTz *next_due,
 	TimestampTz now = GetCurrentTimestamp();
 
 	bf_prepare_claim_plans();
+	bf_claim_saw_work = false;
 
 	if (SPI_execute_plan(open_loops_plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not list open loops");
@@ -356,14 +364,17 @@ bf_claim_next_item(BfClaim *claim, TimestampTz *next_due,
 		switch (bf_claim_under_cap(loop_ref, cap, sequential, deps, children, now, &tag, &due))
 		{
 			case BF_NO_CAP_LOCK:
+				bf_claim_saw_work = true;
 				continue;
 			case BF_BACKING_OFF:
+				bf_claim_saw_work = true;
 				*next_due = Min(*next_due, due);
 				continue;
 			case BF_CLAIMED:
 				{
 					SPITupleTable *claimed = SPI_tuptable;
 
+					bf_claim_saw_work = true;
 					claim->loop = bf_loop_info(loop_ref);
 					if (claim->loop == NULL)
 					{
@@ -388,8 +399,12 @@ bf_claim_next_item(BfClaim *claim, TimestampTz *next_due,
 			if (*nclose < BF_MAX_CLOSE)
 				close_list[(*nclose)++] = loop_ref;
 		}
-		else if (DatumGetTimestampTz(remaining) > now)
-			*next_due = Min(*next_due, DatumGetTimestampTz(remaining));
+		else
+		{
+			bf_claim_saw_work = true;
+			if (DatumGetTimestampTz(remaining) > now)
+				*next_due = Min(*next_due, DatumGetTimestampTz(remaining));
+		}
 	}
 	return false;
 }

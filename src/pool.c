@@ -2,7 +2,8 @@
  *
  * pool.c
  *	  The worker pool's shared memory: one worker slot per item worker,
- *	  the wake-up machinery, and the condition variable bf_wait sleeps on.
+ *	  wake-on-commit (which idle workers to wake is wakeup.c's job), and
+ *	  the condition variable bf_wait sleeps on.
  *
  *	  Nothing here is the source of truth for a run: the tables are.  Shared
  *	  memory only carries what must be fast or live: which item each worker
@@ -41,6 +42,7 @@
 
 #include "batchflow.h"
 #include "pool.h"
+#include "wakeup.h"
 
 /*
  * One entry per item worker.  The owner writes it under the spinlock;
@@ -74,6 +76,8 @@ static int	my_slotno = -1;
 
 /* What the current transaction asked to do once it commits. */
 static bool wake_pending = false;
+static int	wake_leads = 0;
+static int	wake_direct = 0;
 static bool runs_done_pending = false;
 static bool xact_callback_registered = false;
 
@@ -292,23 +296,14 @@ bf_pool_run_done_cv(void)
 	return BfPool != NULL ? &BfPool->run_done_cv : NULL;
 }
 
-/* Set the latch of every item worker. */
+/*
+ * Wake every idle item worker of this database (busy ones look for work
+ * as soon as their item commits; see wakeup.c).
+ */
 void
 bf_wake_workers(void)
 {
-	if (BfPool == NULL)
-		return;
-	for (int i = 0; i < BfPool->nslots; i++)
-	{
-		volatile BfWorkerSlot *slot = &BfPool->slots[i];
-		Latch	   *latch;
-
-		SpinLockAcquire(&slot->mutex);
-		latch = slot->pid != 0 ? slot->latch : NULL;
-		SpinLockRelease(&slot->mutex);
-		if (latch)
-			SetLatch(latch);
-	}
+	bf_wake_all_idle();
 }
 
 /* Make sure bf_xact_callback runs at the end of this transaction. */
@@ -330,6 +325,30 @@ bf_wake_on_commit(void)
 	wake_pending = true;
 }
 
+/*
+ * New work for n workers (a new loop: min(items, cap)): wake that many
+ * idle workers at commit.
+ */
+void
+bf_wake_workers_on_commit(int n)
+{
+	bf_register_xact_callback();
+	wake_direct = Min(wake_direct + n, BF_MAX_MAX_WORKERS);
+}
+
+/*
+ * New work of unknown size: at commit, wake one idle worker, which wakes
+ * as many more as the loop it claims from can use (wakeup.c).  Not needed
+ * when the transaction created the loop (its trigger counted the workers).
+ */
+void
+bf_wake_lead_on_commit(void)
+{
+	bf_register_xact_callback();
+	if (wake_leads < BF_MAX_MAX_WORKERS)
+		wake_leads++;
+}
+
 /* Wake bf_wait sleepers when the current transaction commits. */
 void
 bf_runs_finished_on_commit(void)
@@ -348,24 +367,34 @@ bf_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (wake_pending)
 				bf_wake_workers();
+			else if (wake_direct > 0)
+				bf_wake_idle(wake_direct, BF_WAKE_DIRECT);
+			else if (wake_leads > 0)
+				bf_wake_idle(wake_leads, BF_WAKE_LEAD);
 			if (runs_done_pending && BfPool != NULL)
 				ConditionVariableBroadcast(&BfPool->run_done_cv);
 			wake_pending = runs_done_pending = false;
+			wake_leads = wake_direct = 0;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			wake_pending = runs_done_pending = false;
+			wake_leads = wake_direct = 0;
 			break;
 		default:
 			break;
 	}
 }
 
-/* batchflow._wake_on_commit(): SQL access to bf_wake_on_commit. */
+/*
+ * batchflow._wake_on_commit(): new work (_advance); at commit one idle
+ * worker wakes and brings as many more as the loop it claims from can use
+ * (a new loop's trigger has usually counted them already).
+ */
 Datum
 bf_sql_wake_on_commit(PG_FUNCTION_ARGS)
 {
-	bf_wake_on_commit();
+	bf_wake_lead_on_commit();
 	PG_RETURN_VOID();
 }
 

@@ -52,6 +52,8 @@ extern void bf_pool_set_recovered(void);
 /* Waking workers and bf_wait sleepers. */
 extern void bf_wake_workers(void);
 extern void bf_wake_on_commit(void);
+extern void bf_wake_lead_on_commit(void);
+extern void bf_wake_workers_on_commit(int n);
 extern void bf_runs_finished_on_commit(void);
 extern ConditionVariable *bf_pool_run_done_cv(void);
 

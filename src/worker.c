@@ -11,7 +11,8 @@
  *	  takes the loop's next item into the same transaction, so tiny items
  *	  share a commit.  Then, in transactions of their own,
  *	  close the loops that look finished (run.c).  When there is nothing to
- *	  claim the worker sleeps on its latch, which bf_start's commit sets; the
+ *	  claim the worker goes on the idle list and sleeps on its latch, which
+ *	  a commit of new work sets when it can use this worker (wakeup.c); the
  *	  poll interval is only a safety net, shortened to the end of the
  *	  nearest retry backoff.
  *
@@ -55,6 +56,7 @@
 #include "run.h"
 #include "security.h"
 #include "spi_util.h"
+#include "wakeup.h"
 #include "worker.h"
 
 static bool warmed_up = false;
@@ -116,6 +118,8 @@ bf_worker_step(long *sleep_ms)
 		}
 		bf_http_requeue_mine();
 		claimed = bf_claim_next_item(&claim, &next_due, close_list, &nclose);
+		if (claimed)
+			bf_idle_claimed(&claim);
 		if (claimed && claim.loop->has_workflow)
 		{
 			/* Starts a child run; the item waits without a worker. */
@@ -199,6 +203,7 @@ bf_worker_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 
 	bf_pool_attach(DatumGetInt32(main_arg));
+	bf_idle_attach(DatumGetInt32(main_arg), MyLatch);
 	BackgroundWorkerInitializeConnection(bf_database_name, NULL, 0);
 	bf_worker_pin_search_path();
 	pgstat_report_appname("batchflow worker");
@@ -210,6 +215,7 @@ bf_worker_main(Datum main_arg)
 	{
 		long		sleep_ms = 0;
 		bool		worked = false;
+		uint64		gen;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -218,6 +224,8 @@ bf_worker_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
+		/* Read before the look's snapshot: see wakeup.c. */
+		gen = bf_work_generation();
 		MemoryContextSwitchTo(worker_cxt);
 		PG_TRY();
 		{
@@ -235,15 +243,40 @@ bf_worker_main(Datum main_arg)
 			pgstat_report_activity(STATE_IDLE, NULL);
 			sleep_ms = 1000;
 			worked = false;
+			bf_claim_saw_work = true;	/* look again after the pause */
 		}
 		PG_END_TRY();
 		MemoryContextReset(worker_cxt);
+		bf_idle_step_done();
 
 		if (worked)
 			continue;
 
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 sleep_ms, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+		if (bf_debug_idle_delay_ms > 0)
+		{
+			/* Tests only: stay in the window between the look and the idle list. */
+			pgstat_report_activity(STATE_RUNNING, "batchflow: going idle");
+			pg_usleep(bf_debug_idle_delay_ms * 1000L);
+			pgstat_report_activity(STATE_IDLE, NULL);
+		}
+
+		/*
+		 * Go on the idle list and sleep, unless new work committed since
+		 * the look began; woken by the poll timeout with nothing changed,
+		 * go back to sleep without a transaction (wakeup.c).
+		 */
+		for (;;)
+		{
+			int			rc;
+
+			if (!bf_idle_enter(gen))
+				break;
+			rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						   sleep_ms, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			(void) bf_idle_leave();
+			if (ConfigReloadPending || !bf_idle_may_skip_look(rc, gen))
+				break;
+		}
 	}
 }
