@@ -823,3 +823,90 @@ CREATE TRIGGER loop_wake AFTER INSERT ON batchflow.loop
     FOR EACH ROW WHEN (NEW.finished_at IS NULL)
     EXECUTE FUNCTION batchflow._loop_wake();
 COMMENT ON TRIGGER loop_wake ON batchflow.loop IS 'Wakes min(items, cap) idle workers when the transaction that created the loop commits';
+
+-- NOTIFY payloads of a new run and a new loop, built from the new row
+-- instead of the progress view: nothing has ended yet (a third of
+-- bf_start's time went into planning the view; sql/parts/41_progress_compute.sql).
+CREATE OR REPLACE FUNCTION batchflow._loop_created() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- A restore loads the loop's progress row itself (70_backup.sql).
+    IF batchflow._restoring('batchflow.loop') THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO batchflow.loop_progress (loop_ref, run_id, state)
+    VALUES (NEW.id, NEW.run_id, CASE WHEN NEW.finished_at IS NULL THEN 'live' ELSE 'final' END);
+    /*
+     * _progress_json(NEW.id), written out: a loop being created has no
+     * item yet (they are inserted after it), so nothing has ended or is
+     * executing.  Planning _progress_json's view was half of bf_start.
+     */
+    PERFORM pg_notify('batchflow_progress',
+                      json_build_object('run', NEW.run_id, 'loop', NEW.node_id, 'kind', NEW.kind,
+                                        'status', NEW.status, 'total', NEW.total::bigint,
+                                        'completed', 0, 'failed', 0, 'skipped', 0,
+                                        'percent', CASE WHEN NEW.total = 0 THEN 100.0 ELSE 0.0 END,
+                                        'active', 0)::text);
+    RETURN NULL;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION batchflow._run_changed() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        -- _run_json(NEW.id, NEW.status), written out: a new run has no loop yet.
+        PERFORM pg_notify('batchflow_progress',
+                          json_build_object('run', NEW.id, 'loop', NULL, 'kind', 'run',
+                                            'status', NEW.status, 'total', 0,
+                                            'completed', 0, 'failed', 0, 'skipped', 0)::text);
+    ELSE
+        PERFORM pg_notify('batchflow_progress', batchflow._run_json(NEW.id, NEW.status));
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+-- The NOTIFY payload functions in PL/pgSQL, so that their plan of
+-- _progress_all is kept per session instead of made on every call
+-- (sql/parts/41_progress_compute.sql).
+-- The payload announced for a loop: run, loop, status and counts.
+-- PL/pgSQL, not SQL: its plan of _progress_all is kept for the session
+-- (a SQL function planned that view again on every call; the workers
+-- call it for every loop they close).
+CREATE OR REPLACE FUNCTION batchflow._progress_json(p_loop bigint) RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT json_build_object('run', p.run_id, 'loop', p.loop_id, 'kind', p.kind,
+                                     'status', p.status, 'total', p.total,
+                                     'completed', p.completed, 'failed', p.failed,
+                                     'skipped', p.skipped, 'percent', p.percent,
+                                     'active', p.active)::text
+              FROM batchflow._progress_all p
+             WHERE p.loop_ref = p_loop);
+END;
+$$;
+
+-- The payload announced for a run: its status and the sum over its loops
+-- (PL/pgSQL for the kept plan, as _progress_json).
+CREATE OR REPLACE FUNCTION batchflow._run_json(p_run bigint, p_status text) RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT json_build_object('run', p_run, 'loop', NULL, 'kind', 'run',
+                                     'status', p_status,
+                                     'total', coalesce(sum(p.total), 0),
+                                     'completed', coalesce(sum(p.completed), 0),
+                                     'failed', coalesce(sum(p.failed), 0),
+                                     'skipped', coalesce(sum(p.skipped), 0))::text
+              FROM batchflow._progress_all p
+             WHERE p.run_id = p_run);
+END;
+$$;

@@ -35,6 +35,12 @@
 #include "input_check.h"
 #include "pool.h"
 #include "security.h"
+#include "spi_util.h"
+
+/* bf_start's statements, prepared once per session. */
+static SPIPlanPtr start_lookup_plan = NULL;
+static SPIPlanPtr start_insert_plan = NULL;
+static SPIPlanPtr start_advance_plan = NULL;
 
 PG_FUNCTION_INFO_V1(bf_start);
 PG_FUNCTION_INFO_V1(bf_wait);
@@ -92,13 +98,16 @@ bf_start(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
+	/* Plans kept per session: a caller that starts runs often parses nothing. */
 	args[0] = PointerGetDatum(name);
-	if (SPI_execute_with_args("SELECT v.id, w.owner, v.definition"
-							  "  FROM batchflow.workflow w"
-							  "  JOIN batchflow.workflow_version v ON v.workflow = w.name"
-							  " WHERE w.name = $1"
-							  " ORDER BY v.version DESC LIMIT 1",
-							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+	if (SPI_execute_plan(bf_keep_plan(&start_lookup_plan,
+									  "SELECT v.id, w.owner, v.definition"
+									  "  FROM batchflow.workflow w"
+									  "  JOIN batchflow.workflow_version v ON v.workflow = w.name"
+									  " WHERE w.name = $1"
+									  " ORDER BY v.version DESC LIMIT 1",
+									  1, argtypes),
+						 args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look up workflow");
 	if (SPI_processed == 0)
 		ereport(ERROR,
@@ -127,19 +136,22 @@ bf_start(PG_FUNCTION_ARGS)
 	args[0] = Int32GetDatum(version_id);
 	args[1] = ObjectIdGetDatum(caller);
 	args[2] = input;
-	if (SPI_execute_with_args("INSERT INTO batchflow.run (version_id, owner, input, vars)"
-							  " VALUES ($1, $2, $3,"
-							  "  CASE WHEN jsonb_typeof($3) = 'object' THEN $3 ELSE '{}' END)"
-							  " RETURNING id",
-							  3, argtypes, args, NULL, false, 1) != SPI_OK_INSERT_RETURNING)
+	if (SPI_execute_plan(bf_keep_plan(&start_insert_plan,
+									  "INSERT INTO batchflow.run (version_id, owner, input, vars)"
+									  " VALUES ($1, $2, $3,"
+									  "  CASE WHEN jsonb_typeof($3) = 'object' THEN $3 ELSE '{}' END)"
+									  " RETURNING id",
+									  3, argtypes),
+						 args, NULL, false, 1) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not create run");
 	run_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 										 SPI_tuptable->tupdesc, 1, &isnull));
 
 	argtypes[0] = INT8OID;
 	args[0] = Int64GetDatum(run_id);
-	if (SPI_execute_with_args("SELECT batchflow._advance($1, 0)",
-							  1, argtypes, args, NULL, false, 1) != SPI_OK_SELECT)
+	if (SPI_execute_plan(bf_keep_plan(&start_advance_plan,
+									  "SELECT batchflow._advance($1, 0)", 1, argtypes),
+						 args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not advance run " INT64_FORMAT, run_id);
 
 	SPI_finish();

@@ -99,29 +99,41 @@ COMMENT ON COLUMN batchflow._progress_all.owner IS 'OID of the role that started
 -- Status changes -----------------------------------------------------------------
 
 -- The payload announced for a loop: run, loop, status and counts.
+-- PL/pgSQL, not SQL: its plan of _progress_all is kept for the session
+-- (a SQL function planned that view again on every call; the workers
+-- call it for every loop they close).
 CREATE FUNCTION batchflow._progress_json(p_loop bigint) RETURNS text
-LANGUAGE sql STABLE AS $$
-    SELECT json_build_object('run', p.run_id, 'loop', p.loop_id, 'kind', p.kind,
-                             'status', p.status, 'total', p.total,
-                             'completed', p.completed, 'failed', p.failed,
-                             'skipped', p.skipped, 'percent', p.percent,
-                             'active', p.active)::text
-      FROM batchflow._progress_all p
-     WHERE p.loop_ref = p_loop
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT json_build_object('run', p.run_id, 'loop', p.loop_id, 'kind', p.kind,
+                                     'status', p.status, 'total', p.total,
+                                     'completed', p.completed, 'failed', p.failed,
+                                     'skipped', p.skipped, 'percent', p.percent,
+                                     'active', p.active)::text
+              FROM batchflow._progress_all p
+             WHERE p.loop_ref = p_loop);
+END;
 $$;
 COMMENT ON FUNCTION batchflow._progress_json(bigint) IS 'Internal: the NOTIFY batchflow_progress payload of a loop';
 
--- The payload announced for a run: its status and the sum over its loops.
+-- The payload announced for a run: its status and the sum over its loops
+-- (PL/pgSQL for the kept plan, as _progress_json).
 CREATE FUNCTION batchflow._run_json(p_run bigint, p_status text) RETURNS text
-LANGUAGE sql STABLE AS $$
-    SELECT json_build_object('run', p_run, 'loop', NULL, 'kind', 'run',
-                             'status', p_status,
-                             'total', coalesce(sum(p.total), 0),
-                             'completed', coalesce(sum(p.completed), 0),
-                             'failed', coalesce(sum(p.failed), 0),
-                             'skipped', coalesce(sum(p.skipped), 0))::text
-      FROM batchflow._progress_all p
-     WHERE p.run_id = p_run
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT json_build_object('run', p_run, 'loop', NULL, 'kind', 'run',
+                                     'status', p_status,
+                                     'total', coalesce(sum(p.total), 0),
+                                     'completed', coalesce(sum(p.completed), 0),
+                                     'failed', coalesce(sum(p.failed), 0),
+                                     'skipped', coalesce(sum(p.skipped), 0))::text
+              FROM batchflow._progress_all p
+             WHERE p.run_id = p_run);
+END;
 $$;
 COMMENT ON FUNCTION batchflow._run_json(bigint, text) IS 'Internal: the NOTIFY batchflow_progress payload of a run';
 
@@ -137,7 +149,17 @@ BEGIN
     END IF;
     INSERT INTO batchflow.loop_progress (loop_ref, run_id, state)
     VALUES (NEW.id, NEW.run_id, CASE WHEN NEW.finished_at IS NULL THEN 'live' ELSE 'final' END);
-    PERFORM pg_notify('batchflow_progress', batchflow._progress_json(NEW.id));
+    /*
+     * _progress_json(NEW.id), written out: a loop being created has no
+     * item yet (they are inserted after it), so nothing has ended or is
+     * executing.  Planning _progress_json's view was half of bf_start.
+     */
+    PERFORM pg_notify('batchflow_progress',
+                      json_build_object('run', NEW.run_id, 'loop', NEW.node_id, 'kind', NEW.kind,
+                                        'status', NEW.status, 'total', NEW.total::bigint,
+                                        'completed', 0, 'failed', 0, 'skipped', 0,
+                                        'percent', CASE WHEN NEW.total = 0 THEN 100.0 ELSE 0.0 END,
+                                        'active', 0)::text);
     RETURN NULL;
 END;
 $$;
@@ -184,7 +206,15 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM pg_notify('batchflow_progress', batchflow._run_json(NEW.id, NEW.status));
+    IF TG_OP = 'INSERT' THEN
+        -- _run_json(NEW.id, NEW.status), written out: a new run has no loop yet.
+        PERFORM pg_notify('batchflow_progress',
+                          json_build_object('run', NEW.id, 'loop', NULL, 'kind', 'run',
+                                            'status', NEW.status, 'total', 0,
+                                            'completed', 0, 'failed', 0, 'skipped', 0)::text);
+    ELSE
+        PERFORM pg_notify('batchflow_progress', batchflow._run_json(NEW.id, NEW.status));
+    END IF;
     RETURN NULL;
 END;
 $$;
