@@ -10,7 +10,12 @@
 //       per-batch cap is emulated the only way graphile-worker allows: CAP
 //       named (serial) queues per batch, jobs spread over them round-robin
 //   node graphile.mjs CONNSTRING latency RUNS
-//       RUNS times: add one job, time from the add's commit to its start
+//       RUNS times: add one job, time from the add's commit timestamp
+//       (needs track_commit_timestamp) to its start
+//   node graphile.mjs CONNSTRING serve SECONDS CONCURRENCY
+//       run a worker for SECONDS (jobs of task 'noop' are added by someone
+//       else, e.g. pgbench calling graphile_worker.add_job) and print how
+//       many jobs it completed; prints {"ready": true} on stderr once up
 // Time runs from just before the jobs are added (one statement, one commit)
 // to the last job's success.  Prints one JSON line.  Its logging is off (a
 // line per job would slow it down).  With GW_TUNED=1 the worker also uses
@@ -38,6 +43,7 @@ async function main() {
   const allDone = new Promise((r) => (resolveAll = r));
   const spans = {}; // batch -> [[start, end]]
   const starts = [];
+  const startsWall = []; // ms since the epoch, the clock the server's timestamps use
   const taskList = {
     noop: async () => {},
     sleep: async (payload, helpers) => {
@@ -45,9 +51,9 @@ async function main() {
       await helpers.query("SELECT pg_sleep($1)", [payload.ms / 1000]);
       (spans[payload.batch] ||= []).push([s, now()]);
     },
-    mark: async () => { starts.push(now()); },
+    mark: async () => { starts.push(now()); startsWall.push(performance.timeOrigin + performance.now()); },
   };
-  const concurrency = mode === "noop" ? args[1] : mode === "batches" ? args[4] : 1;
+  const concurrency = mode === "noop" || mode === "serve" ? args[1] : mode === "batches" ? args[4] : 1;
   const tuned = process.env.GW_TUNED === "1";
   const runner = await run({
     connectionString: conn,
@@ -87,20 +93,39 @@ async function main() {
     result.seconds = (tLast - t0) / 1000;
     result.ideal_seconds = (per / cap) * ms / 1000;
     result.max_overlap_per_batch = Object.values(spans).map(maxOverlap);
+  } else if (mode === "serve") {
+    const t0 = now();
+    console.error(JSON.stringify({ ready: true }));
+    await new Promise((r) => setTimeout(r, args[0] * 1000));
+    result.seconds = (now() - t0) / 1000;
+    result.completed = done;
+    result.jobs_per_sec = done / result.seconds;
   } else if (mode === "latency") {
+    // Each job is added together with a marker row in one transaction;
+    // with track_commit_timestamp on, the marker's commit timestamp is
+    // the add's commit (the start of batchflow's own latency figure).
+    await pool.query("CREATE TABLE IF NOT EXISTS bench_gw_mark (n int)");
+    await pool.query("TRUNCATE bench_gw_mark");
     const lat = [];
     for (let i = 0; i < args[0]; i++) {
       expected = done + 1;
       const p = new Promise((r) => (resolveAll = r));
       const before = starts.length;
-      await pool.query("SELECT graphile_worker.add_job('mark', '{}'::json)");
+      await pool.query(
+        "WITH j AS (SELECT graphile_worker.add_job('mark', '{}'::json)) INSERT INTO bench_gw_mark SELECT $1 FROM j",
+        [i]);
       const tc = now();
       await p;
       lat.push(starts[before] - tc);
+      await new Promise((r) => setTimeout(r, 20)); // an idle worker, as for batchflow
     }
+    const { rows } = await pool.query(
+      "SELECT extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1000 AS ms FROM bench_gw_mark ORDER BY n");
+    const fromCommit = rows.map((r, i) => startsWall[i] - Number(r.ms)).sort((a, b) => a - b);
     lat.sort((a, b) => a - b);
-    result.median_ms = lat[Math.floor(lat.length / 2)];
-    result.note = "time from the add_job statement's return (after commit) to the task's start";
+    result.median_ms = fromCommit[Math.floor(fromCommit.length / 2)];
+    result.median_from_return_ms = lat[Math.floor(lat.length / 2)];
+    result.note = "median_ms: from the add_job transaction's commit timestamp to the task's start (as batchflow's figure); median_from_return_ms: from the statement's return";
   }
   result.failed = failed;
   await runner.stop();

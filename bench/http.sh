@@ -3,21 +3,23 @@
 # against a local endpoint with a fixed latency, on a throwaway cluster.
 #
 #   bash bench/http.sh [--reps N] [--latency MS] [--items N] [--caps "5 50 200"]
-#                      [--server async|threaded] [--tsv FILE] [--keep]
+#                      [--server c|async|threaded] [--tsv FILE] [--keep]
 #
-# The endpoint is bench/http_sleep_server.py (asyncio, one event loop;
-# default) or test/http_server.py (--server threaded, a thread per
-# connection), on 127.0.0.1, answering /sleep?ms=MS after MS ms (default
-# 100) and counting how many requests wait at once.  For each cap:
+# The endpoint is bench/http_sleep_server.c (--server c, the default:
+# one epoll loop in C, built with cc into a temporary file),
+# bench/http_sleep_server.py (--server async: one asyncio event loop) or
+# test/http_server.py (--server threaded, a thread per connection), on
+# 127.0.0.1, answering /sleep?ms=MS after MS ms (default 100) and
+# counting how many requests wait at once.  For each cap:
 #
-#   1. the server without batchflow: bench/http_load.py sends the same
-#      number of requests, cap at a time, over keep-alive connections.
-#      It is itself Python, so at high caps this rate is the client's
-#      limit as much as the server's; the server's CPU time per request,
-#      measured during the batchflow runs (srv cpu/it), tells how much of
-#      the machine the endpoint really takes;
+#   1. the server without batchflow: the same number of requests, cap at a
+#      time, over keep-alive connections, sent by the C server's own load
+#      client (--server c) or by bench/http_load.py (Python, which at high
+#      caps is the client's limit as much as the server's); the server's
+#      CPU time per request, measured during the batchflow runs (srv
+#      cpu/it), tells how much of the machine the endpoint really takes;
 #   2. batchflow: a parallel loop with concurrency = cap and one http child
-#      (GET /sleep?ms=MS) over the items (200 for cap 5, 1000 otherwise,
+#      (GET /sleep?ms=MS) over the items (200 for cap 5, else 1000 or 5 x cap,
 #      or --items); throughput = items / (last item's end - first item's
 #      start), compared with the ideal cap / latency.  The server's peak
 #      concurrency must be exactly the cap, and its request count the
@@ -26,7 +28,7 @@
 # Each figure is the median over --reps repetitions (default 3), with the
 # min and max.  The goal of issue 5 is a ratio >= 90 % of cap / latency.
 # The cluster (bench/lib.sh, 10 workers) gets batchflow.max_concurrency =
-# 200 in postgresql.conf.  --tsv FILE also writes one line per cap:
+# the largest cap (at least 200) in postgresql.conf.  --tsv FILE also writes one line per cap:
 #   cap items latency_ms rate_median rate_min rate_max ideal ratio peak
 #   server_alone_rate bf_cpu_ms_per_item server_cpu_ms_per_item
 # Exits non-zero when a run fails, a peak differs from its cap or the
@@ -40,7 +42,7 @@ REPS=3
 LATENCY=100
 ITEMS=
 CAPS="5 50 200"
-SERVER=async
+SERVER=c
 TSV=
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -51,27 +53,39 @@ while [ $# -gt 0 ]; do
 	--server) SERVER=$2; shift ;;
 	--tsv) TSV=$2; shift ;;
 	--keep) BENCH_KEEP=1 ;;
-	*) echo "usage: bench/http.sh [--reps N] [--latency MS] [--items N] [--caps \"5 50 200\"] [--server async|threaded] [--tsv FILE] [--keep]" >&2
+	*) echo "usage: bench/http.sh [--reps N] [--latency MS] [--items N] [--caps \"5 50 200\"] [--server c|async|threaded] [--tsv FILE] [--keep]" >&2
 	   exit 2 ;;
 	esac
 	shift
 done
+SRV_BIN=
 case $SERVER in
+c)
+	# bench/http_sleep_server.c, built here: an epoll loop in C, and its
+	# own load client for the endpoint-alone figure.
+	SRV_BIN=$(mktemp "${TMPDIR:-/tmp}/bf-http-srv.XXXXXX")
+	cc -O2 -o "$SRV_BIN" bench/http_sleep_server.c || { echo "cannot build bench/http_sleep_server.c" >&2; exit 1; }
+	SERVER_PY=bench/http_sleep_server.c ;;
 async) SERVER_PY=bench/http_sleep_server.py ;;
 threaded) SERVER_PY=test/http_server.py ;;
-*) echo "--server is async or threaded" >&2; exit 2 ;;
+*) echo "--server is c, async or threaded" >&2; exit 2 ;;
 esac
 
 SERVER_PID=
 cleanup() {
 	[ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
+	[ -n "$SRV_BIN" ] && rm -f "$SRV_BIN"
 	bench_cluster_stop
 }
 trap cleanup EXIT
 
 # The endpoint, on a free port that it writes to a file.
 PORT_FILE=$(mktemp -u "${TMPDIR:-/tmp}/bf-http-bench.XXXXXX")
-python3 "$SERVER_PY" "$PORT_FILE" &
+if [ -n "$SRV_BIN" ]; then
+	"$SRV_BIN" serve "$PORT_FILE" &
+else
+	python3 "$SERVER_PY" "$PORT_FILE" &
+fi
 SERVER_PID=$!
 for _ in $(seq 1 100); do [ -s "$PORT_FILE" ] && break; sleep 0.1; done
 [ -s "$PORT_FILE" ] || { echo "the HTTP server did not start" >&2; exit 1; }
@@ -95,10 +109,11 @@ cpu_ms() {
 }
 
 bench_cluster_start
-echo "batchflow.max_concurrency = 200" >>"$BENCH_DIR/data/postgresql.conf"
+MAXCAP=$(printf '%s\n' $CAPS 200 | sort -n | tail -1)
+echo "batchflow.max_concurrency = $MAXCAP" >>"$BENCH_DIR/data/postgresql.conf"
 bq -c "SELECT pg_reload_conf()" >/dev/null
 for _ in $(seq 1 50); do
-	[ "$(bq -c 'SHOW batchflow.max_concurrency')" = 200 ] && break
+	[ "$(bq -c 'SHOW batchflow.max_concurrency')" = "$MAXCAP" ] && break
 	sleep 0.1
 done
 echo "== cluster $BENCH_DIR port $BENCH_PORT: $BENCH_WORKERS workers," \
@@ -114,13 +129,17 @@ fail=0
 [ -n "$TSV" ] && : >"$TSV"
 printf '\n%5s %6s %10s %22s %8s %7s %6s %8s %10s %10s\n' cap items "server/s" "batchflow items/s" ideal ratio peak "start->end" "bf cpu/it" "srv cpu/it"
 for cap in $CAPS; do
-	n=${ITEMS:-$([ "$cap" -le 5 ] && echo 200 || echo 1000)}
+	n=${ITEMS:-$([ "$cap" -le 5 ] && echo 200 || echo $((cap * 5 > 1000 ? cap * 5 : 1000)))}
 	ideal=$(awk -v c="$cap" -v l="$LATENCY" 'BEGIN { printf "%.1f", c * 1000 / l }')
 
 	# 1. The server alone, same requests, same concurrency.
 	alone=$(for _ in $(seq 1 "$REPS"); do
 		reset
-		python3 bench/http_load.py "$BASE/sleep?ms=$LATENCY" "$n" "$cap" | awk '{ print $8 }'
+		if [ -n "$SRV_BIN" ]; then
+			"$SRV_BIN" load 127.0.0.1 "${BASE##*:}" "/sleep?ms=$LATENCY" "$n" "$cap" | awk '{ print $8 }'
+		else
+			python3 bench/http_load.py "$BASE/sleep?ms=$LATENCY" "$n" "$cap" | awk '{ print $8 }'
+		fi
 	done | mmm | cut -d' ' -f1)
 
 	# 2. batchflow.
@@ -182,7 +201,7 @@ SQL
 		echo "      below the goal: $ratio % of cap / latency (goal >= 90 %)"
 done
 echo
-echo "server/s: the endpoint driven by bench/http_load.py instead of batchflow (a Python client:"
+echo "server/s: the endpoint driven by a load client instead of batchflow (with --server async or threaded a Python client:"
 echo "  at high caps it is the client's limit too), same requests and concurrency;"
 echo "items/s: items / (last item end - first item start), median [min-max];"
 echo "ideal: cap / latency; peak: the server's largest number of requests at once;"

@@ -508,6 +508,21 @@ for w in $POOLS; do
 done
 bq -c "ALTER SYSTEM RESET batchflow.max_workers" >/dev/null
 
+# Round 2 goals (issue 18): bench/goals.sh on its own cluster, same repetitions -----
+GOALS_OUT=$BENCH_WORK/goals.md
+GOALS_PROFILE=$BENCH_WORK/goals-profile.md
+if ! bash bench/goals.sh --reps "$REPS" --goals "1 2 3 4" $([ $PEER = 0 ] && echo --no-peer) \
+	--profile "$GOALS_PROFILE" >"$GOALS_OUT" 2>"$BENCH_WORK/goals.log"; then
+	echo "bench/goals.sh failed: $(tail -3 "$BENCH_WORK/goals.log" | tr '\n' ' ')" >"$GOALS_OUT"
+fi
+# Goal 5 is bench/breaking.sh (too long for this run): its last figures.
+BREAKING=
+for f in runs items workers; do
+	[ -s "$IMG/break-$f.dat" ] && BREAKING="$BREAKING
+$(sed 's/^/    /' "$IMG/break-$f.dat")"
+done
+log "round 2 goals done"
+
 # Report -----------------------------------------------------------------------
 # fig KEY [fmt] [unit]: "median unit (min–max)", or just "value unit" for
 # one repetition, or "not measured"
@@ -869,6 +884,25 @@ $PERF
 \`\`\`
 EOF
 fi
+cat <<EOF
+
+## Round 2 goals (issue 18)
+
+\`bench/goals.sh --reps $REPS --goals "1 2 3 4"\` (its own cluster of 20
+workers; HTTP through \`bench/http.sh\`), each figure measured in the
+same repetition as its baseline:
+
+$(grep -v '^\[' "$GOALS_OUT")
+
+$(sed 's/^## /### /' "$GOALS_PROFILE" 2>/dev/null || true)
+
+Goal 5, the breaking point, is \`bench/breaking.sh\` (tens of minutes, not
+part of this run); what gave first is in [scaling.md](scaling.md). Its
+last figures (docs/img/break-*.dat, columns as in each file's first line):
+${BREAKING:-
+
+(no data yet)}
+EOF
 if [ -f bench/analysis.md ]; then
 	echo
 	cat bench/analysis.md
@@ -883,5 +917,6 @@ EOF
 } >"$OUT"
 cp "$R" "$(dirname "$OUT")/performance-raw.tsv"
 log "wrote $OUT, $IMG/perf-*.png in $((DUR / 60)) min $((DUR % 60)) s"
+grep -v '^\[' "$GOALS_OUT"
 exit 0
 }
