@@ -44,6 +44,7 @@
 #include <curl/curl.h>
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -88,6 +89,7 @@ static BfInflight *inflight = NULL;
 static int	ninflight = 0;
 static int64 batch_loop = 0;
 static BfLoopInfo *batch_info = NULL;	/* the loop's cached description */
+static Oid	batch_nsp = InvalidOid;	/* schema batchflow when the batch began */
 static CURLM *multi = NULL;
 static MemoryContext http_cxt = NULL;
 static bool requeue_pending = false;
@@ -211,6 +213,7 @@ bf_http_take(BfClaim *claim)
 	bf_http_init();
 	batch_loop = claim->loop->loop_ref;
 	batch_info = claim->loop;
+	batch_nsp = get_namespace_oid("batchflow", false);
 	bf_http_adopt(claim);
 	if (!claim->loop->sequential)
 		bf_http_fill(claim->loop);
@@ -328,14 +331,25 @@ bf_http_round(void)
 
 	bf_txn_begin("batchflow: recording HTTP items");
 
-	loop = bf_loop_info(batch_loop);
-	if (loop != NULL)
-		batch_info = loop;
+	/*
+	 * The loop's description, looked up again: the cache may have been
+	 * refilled since.  If schema batchflow was dropped (and maybe created
+	 * again: loop ids then start again from 1, so batch_loop may name a
+	 * loop of the new schema), or the run was deleted, the batch's items
+	 * are gone: drop them without recording anything.
+	 */
+	loop = get_namespace_oid("batchflow", true) == batch_nsp ?
+		bf_loop_info(batch_loop) : NULL;
+	batch_info = loop;
 	for (BfInflight *item = inflight; item; item = item->next)
 	{
 		if (loop == NULL)
-			item->finished = true;	/* the run was deleted under us */
-		else if (bf_http_needs_txn(item, loop))
+		{
+			item->finished = true;
+			continue;
+		}
+		item->claim.loop = loop;
+		if (bf_http_needs_txn(item, loop))
 			bf_http_advance(item, loop);
 		any_finished |= item->finished;
 	}
@@ -360,6 +374,13 @@ bf_http_round(void)
 		{
 			link = &item->next;
 			continue;
+		}
+		if (item->req != NULL)
+		{
+			/* Dropped with its request still in flight. */
+			curl_multi_remove_handle(multi, item->req->easy);
+			bf_http_release(item->req);
+			item->req = NULL;
 		}
 		LockRelease(&item->claim.cap_lock, ExclusiveLock, true);
 		*link = item->next;
@@ -505,13 +526,18 @@ bf_http_abandon(void)
 			bf_http_release(item->req);
 			item->req = NULL;
 		}
+		/*
+		 * Release the session-level cap lock this item holds, and nothing
+		 * else: the item's own SQL may have taken session-level advisory
+		 * locks of its own (LockReleaseSession would drop those too).
+		 */
+		LockRelease(&item->claim.cap_lock, ExclusiveLock, true);
 		requeue_pending = true;
 	}
 	inflight = NULL;
 	ninflight = 0;
 	batch_info = NULL;
 	MemoryContextReset(http_cxt);
-	LockReleaseSession(USER_LOCKMETHOD);
 }
 
 /* Re-queue items this worker left running after an error (inside SPI). */
