@@ -64,6 +64,7 @@ static Jsonb *bf_http_output(BfHttpRequest *req, long status);
 static Datum bf_http_body_value(BfHttpRequest *req, bool *as_json);
 static long bf_http_retry_after(BfHttpRequest *req);
 static bool bf_http_valid_text(const char *s, int len);
+static bool bf_http_jsonb_accepts(const char *s, int len);
 
 /* Declare the HTTP settings (called from _PG_init). */
 void
@@ -381,6 +382,28 @@ bf_http_valid_text(const char *s, int len)
 	return pg_verify_mbstr(GetDatabaseEncoding(), s, len, true);
 }
 
+/*
+ * Will jsonb_in accept this text?  PostgreSQL 15 has no soft input errors,
+ * and a response is read outside any transaction, where no subtransaction
+ * can catch an error; so the text is checked first with the lexer jsonb_in
+ * uses, de-escaping strings as it does: that refuses \u0000, which JSON
+ * allows and jsonb does not.  In a database whose encoding is not UTF8, a
+ * \u escape may name a character the encoding lacks, which the lexer
+ * reports with an ERROR instead: such text is not parsed at all.
+ */
+static bool
+bf_http_jsonb_accepts(const char *s, int len)
+{
+	JsonLexContext *lex;
+
+	if (!bf_http_valid_text(s, len))
+		return false;
+	if (GetDatabaseEncoding() != PG_UTF8 && strstr(s, "\\u") != NULL)
+		return false;
+	lex = makeJsonLexContextCstringLen((char *) s, len, GetDatabaseEncoding(), true);
+	return pg_parse_json(lex, &nullSemAction) == JSON_SUCCESS;
+}
+
 /* The body as jsonb: parsed JSON when it says and is JSON, else text. */
 static Datum
 bf_http_body_value(BfHttpRequest *req, bool *as_json)
@@ -391,31 +414,10 @@ bf_http_body_value(BfHttpRequest *req, bool *as_json)
 	*as_json = false;
 	curl_easy_getinfo(req->easy, CURLINFO_CONTENT_TYPE, &ctype);
 	if (!req->truncated && ctype != NULL && strstr(ctype, "json") != NULL &&
-		bf_http_valid_text(req->body.data, req->body.len))
+		bf_http_jsonb_accepts(req->body.data, req->body.len))
 	{
-		JsonLexContext *lex = makeJsonLexContextCstringLen(req->body.data, req->body.len,
-														   GetDatabaseEncoding(), true);
-
-		if (pg_parse_json(lex, &nullSemAction) == JSON_SUCCESS)
-		{
-			MemoryContext cxt = CurrentMemoryContext;
-			volatile Datum result = (Datum) 0;
-
-			/* jsonb can still refuse what JSON allows (\u0000). */
-			PG_TRY();
-			{
-				result = DirectFunctionCall1(jsonb_in, CStringGetDatum(req->body.data));
-				*as_json = true;
-			}
-			PG_CATCH();
-			{
-				MemoryContextSwitchTo(cxt);
-				FlushErrorState();
-			}
-			PG_END_TRY();
-			if (*as_json)
-				return result;
-		}
+		*as_json = true;
+		return DirectFunctionCall1(jsonb_in, CStringGetDatum(req->body.data));
 	}
 
 	v.type = jbvString;

@@ -85,5 +85,17 @@ is(query(q{SELECT count(*) FROM batchflow.item WHERE output IS DISTINCT FROM to_
 is(query(q{SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid >= 16}),
 	'0', 'no cap lock of the old batch is left behind');
 
+# 3. A JSON body that jsonb refuses (a \u0000 escape, which JSON allows) is
+# kept as text, found so before jsonb_in is called (no error is raised and
+# swallowed outside a transaction), and the worker carries on.
+query(qq{SELECT bf_register('nul', \$j\${"nodes": [{"id": "each", "type": "loop",
+  "loopType": "parallel", "concurrency": 2, "inputSource": {"variable": "items"},
+  "children": [{"id": "call", "type": "activity", "activity": "http", "url": "$base/echo?x=%00&n={{item}}"}]}]}\$j\$)});
+my $nul = query(q{SELECT bf_start('nul', '{"items": [1, 2, 3]}')});
+is(query("SELECT bf_wait($nul, '1 minute')"), 'succeeded', 'a run whose responses hold \\u0000 succeeds');
+is(query(qq{SELECT string_agg(jsonb_typeof(output -> 'body') || ':' || (strpos(output ->> 'body', '\\u0000') > 0), ',' ORDER BY idx)
+              FROM batchflow.item WHERE run_id = $nul}),
+	'string:true,string:true,string:true', 'each such body is kept as its JSON text');
+
 $node->stop;
 done_testing();
