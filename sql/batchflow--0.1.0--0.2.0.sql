@@ -910,3 +910,76 @@ BEGIN
              WHERE p.run_id = p_run);
 END;
 $$;
+
+-- History pruning: the watermark no longer allows "an hour" for a run whose
+-- closing transaction commits late; no run that finished after the start
+-- of a still open transaction is pruned, so the watermark never passes a
+-- run that is not visible yet.
+CREATE OR REPLACE FUNCTION batchflow._prune_history(p_retention interval, p_batch int) RETURNS int
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_run      bigint;
+    v_finished timestamptz;
+    v_errors   int;
+    v_items    int;
+BEGIN
+    SELECT r.id, r.finished_at INTO v_run, v_finished
+      FROM batchflow.run r
+     WHERE r.finished_at < clock_timestamp() - p_retention
+       AND r.finished_at >= coalesce((SELECT p.finished_at FROM batchflow.pruned_run p
+                                       WHERE p.pruned_at IS NOT NULL
+                                       ORDER BY p.finished_at DESC LIMIT 1),
+                                     '-infinity')
+       -- Not past the start of any open transaction of this database: one
+       -- of them may still close a run, whose finished_at (its clock, not
+       -- its commit) is after its start.  So the watermark above never
+       -- passes a run that is not visible yet.
+       AND r.finished_at < (SELECT min(a.xact_start) FROM pg_catalog.pg_stat_activity a
+                             WHERE a.datid = (SELECT d.oid FROM pg_catalog.pg_database d
+                                               WHERE d.datname = pg_catalog.current_database())
+                               AND a.backend_type <> 'autovacuum worker')
+       AND NOT EXISTS (SELECT 1 FROM batchflow.pruned_run p
+                        WHERE p.run_id = r.id AND p.pruned_at IS NOT NULL)
+     ORDER BY r.finished_at
+     LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    -- Keep bf_retry out while pruning; if it holds the run, try again later.
+    PERFORM 1 FROM batchflow.run r
+      WHERE r.id = v_run AND r.finished_at IS NOT NULL
+        FOR NO KEY UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+
+    DELETE FROM batchflow.item_error
+     WHERE id IN (SELECT id FROM batchflow.item_error WHERE run_id = v_run LIMIT p_batch);
+    GET DIAGNOSTICS v_errors = ROW_COUNT;
+
+    DELETE FROM batchflow.item i
+     USING (SELECT loop_ref, idx FROM batchflow.item
+             WHERE run_id = v_run LIMIT greatest(p_batch - v_errors, 0)) s
+     WHERE i.loop_ref = s.loop_ref AND i.idx = s.idx;
+    GET DIAGNOSTICS v_items = ROW_COUNT;
+
+    IF v_errors + v_items < p_batch THEN
+        -- Nothing left: the run's history is pruned.
+        DELETE FROM batchflow.progress_counter c
+         USING batchflow.loop l WHERE l.run_id = v_run AND c.loop_ref = l.id;
+        INSERT INTO batchflow.pruned_run (run_id, finished_at, items, pruned_at)
+        VALUES (v_run, v_finished, v_errors + v_items, clock_timestamp())
+        ON CONFLICT (run_id) DO UPDATE
+            SET items = batchflow.pruned_run.items + excluded.items,
+                finished_at = excluded.finished_at, pruned_at = excluded.pruned_at;
+        RETURN v_errors + v_items + 1;
+    END IF;
+    -- More to come: count what went so far.
+    INSERT INTO batchflow.pruned_run (run_id, finished_at, items)
+    VALUES (v_run, v_finished, v_errors + v_items)
+    ON CONFLICT (run_id) DO UPDATE SET items = batchflow.pruned_run.items + excluded.items;
+    RETURN v_errors + v_items;
+END;
+$$;

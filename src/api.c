@@ -358,18 +358,33 @@ bf_retry(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	bf_become_admin(&saved);
-	bf_run_checked(run_id, saved.userid, &status, NULL);
+	bf_run_checked(run_id, saved.userid, NULL, NULL);
+
+	/*
+	 * Lock the run first, then read its status and whether the launcher
+	 * pruned (or is pruning) its items: two bf_retry calls cannot
+	 * interleave, and the run cannot change between the check and the
+	 * re-queue (the pruner skips a run that is locked).
+	 */
+	if (SPI_execute_with_args("SELECT r.status,"
+							  "       EXISTS (SELECT 1 FROM batchflow.pruned_run p WHERE p.run_id = r.id)"
+							  "  FROM batchflow.run r WHERE r.id = $1 FOR UPDATE OF r",
+							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not lock run " INT64_FORMAT, run_id);
+	status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	if (!bf_status_is_final(status))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("run " INT64_FORMAT " is still %s", run_id, status),
 				 errdetail("Only a finished run can be retried."),
 				 errhint("Wait for it with bf_wait, or stop it with bf_cancel first.")));
-
-	/* Lock the run so two bf_retry calls cannot interleave. */
-	if (SPI_execute_with_args("SELECT 1 FROM batchflow.run WHERE id = $1 FOR UPDATE",
-							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not lock run " INT64_FORMAT, run_id);
+	if (strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2), "t") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("run " INT64_FORMAT " cannot be retried: its items were pruned", run_id),
+				 errdetail("The launcher deletes the items of runs that finished longer ago than batchflow.history_retention; the run's failed and skipped items are no longer there to re-queue."),
+				 errhint("Start a new run with the inputs that failed; raise batchflow.history_retention to keep runs retryable for longer.")));
 
 	if (SPI_execute_with_args("UPDATE batchflow.item"
 							  "   SET status = 'pending', attempts = 0, not_before = NULL,"

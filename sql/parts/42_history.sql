@@ -43,8 +43,13 @@ COMMENT ON FUNCTION batchflow._rebuild_counters(boolean) IS 'Internal: reset pro
  * (0: nothing to prune now).
  *
  * Runs are pruned strictly in finished_at order, so that only the runs
- * finished after the last one pruned need looking at (less an hour, for a
- * run whose finishing transaction committed late).  When the oldest
+ * finished after the last one pruned need looking at.  A run's finished_at
+ * is the clock of its closing transaction, which may commit much later; so
+ * no run is pruned that finished after the start of a transaction still
+ * open in this database: until that transaction ends, the watermark (the
+ * last pruned run's finished_at) stays below every run it may yet close,
+ * however long it stays open (it was "less an hour" before, and a run
+ * whose closing transaction took longer was never pruned).  When the oldest
  * candidate is locked (bf_retry is re-opening it), nothing is pruned until
  * the next sweep rather than skipping past it for good.
  */
@@ -64,7 +69,15 @@ BEGIN
        AND r.finished_at >= coalesce((SELECT p.finished_at FROM batchflow.pruned_run p
                                        WHERE p.pruned_at IS NOT NULL
                                        ORDER BY p.finished_at DESC LIMIT 1),
-                                     '-infinity') - interval '1 hour'
+                                     '-infinity')
+       -- Not past the start of any open transaction of this database: one
+       -- of them may still close a run, whose finished_at (its clock, not
+       -- its commit) is after its start.  So the watermark above never
+       -- passes a run that is not visible yet.
+       AND r.finished_at < (SELECT min(a.xact_start) FROM pg_catalog.pg_stat_activity a
+                             WHERE a.datid = (SELECT d.oid FROM pg_catalog.pg_database d
+                                               WHERE d.datname = pg_catalog.current_database())
+                               AND a.backend_type <> 'autovacuum worker')
        AND NOT EXISTS (SELECT 1 FROM batchflow.pruned_run p
                         WHERE p.run_id = r.id AND p.pruned_at IS NOT NULL)
      ORDER BY r.finished_at
