@@ -24,9 +24,11 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "storage/latch.h"
 #include "storage/lmgr.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/wait_event.h"
 
 #include "launcher.h"
 #include "progress.h"
@@ -97,8 +99,10 @@ bf_rebuild_counters(bool all)
 	/* Wait (a little) for transactions that counted without it to end. */
 	for (int i = 0; i < 200 && bf_pending_any_unlocked(); i++)
 	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 10, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
-		pg_usleep(10000L);
 	}
 	if (bf_pending_any_unlocked())
 	{

@@ -51,12 +51,14 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/interrupt.h"
+#include "storage/latch.h"
 #include "storage/lock.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
+#include "utils/wait_event.h"
 
 #include "batchflow.h"
 #include "activity_http.h"
@@ -92,6 +94,9 @@ static BfLoopInfo *batch_info = NULL;	/* the loop's cached description */
 static Oid	batch_nsp = InvalidOid;	/* schema batchflow when the batch began */
 static CURLM *multi = NULL;
 static MemoryContext http_cxt = NULL;
+
+/* Longest wait for the requests in flight before looking at them again. */
+#define BF_HTTP_WAIT_MS 1000
 static bool requeue_pending = false;
 static SPIPlanPtr running_plan = NULL;
 
@@ -105,6 +110,7 @@ static void bf_http_round(void);
 static void bf_http_start(BfInflight *item, BfLoopInfo *loop);
 static int	bf_http_collect(void);
 static void bf_http_fail(BfInflight *item, const char *sqlstate, char *error);
+static void bf_http_wait(long max_ms);
 
 /* Set up the multi handle and memory once per process. */
 static void
@@ -461,6 +467,60 @@ bf_http_collect(void)
 }
 
 /*
+ * Wait until a socket of a request in flight is ready, libcurl's own
+ * timeout passes (at most max_ms), the latch is set (SIGTERM, SIGHUP, new
+ * work) or the postmaster dies, which ends the process: a background worker
+ * must notice both while requests are in flight, which curl_multi_poll
+ * alone does not.  The sockets come from curl_multi_fdset (libcurl has no
+ * curl_multi_waitfds before 8.8); a socket it cannot put in an fd_set is
+ * only looked at when the wait times out.
+ */
+static void
+bf_http_wait(long max_ms)
+{
+	fd_set		rd,
+				wr,
+				ex;
+	int			maxfd = -1;
+	long		timeout = -1;
+	int			nevents = 2;
+	WaitEventSet *set;
+	WaitEvent	event;
+
+	FD_ZERO(&rd);
+	FD_ZERO(&wr);
+	FD_ZERO(&ex);
+	if (curl_multi_fdset(multi, &rd, &wr, &ex, &maxfd) != CURLM_OK)
+		maxfd = -1;
+	if (curl_multi_timeout(multi, &timeout) != CURLM_OK || timeout < 0 || timeout > max_ms)
+		timeout = max_ms;
+	/* No socket yet (a name is being resolved): look again soon. */
+	if (maxfd < 0)
+		timeout = Min(timeout, 10);
+	for (int fd = 0; fd <= maxfd; fd++)
+		if (FD_ISSET(fd, &rd) || FD_ISSET(fd, &wr) || FD_ISSET(fd, &ex))
+			nevents++;
+
+	set = CreateWaitEventSet(CurrentMemoryContext, nevents);
+	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	for (int fd = 0; fd <= maxfd; fd++)
+	{
+		int			events = 0;
+
+		if (FD_ISSET(fd, &rd) || FD_ISSET(fd, &ex))
+			events |= WL_SOCKET_READABLE;
+		if (FD_ISSET(fd, &wr))
+			events |= WL_SOCKET_WRITEABLE;
+		if (events != 0)
+			AddWaitEventToSet(set, events, fd, NULL, NULL);
+	}
+	(void) WaitEventSetWait(set, timeout, &event, 1, PG_WAIT_EXTENSION);
+	FreeWaitEventSet(set);
+	ResetLatch(MyLatch);
+}
+
+/*
  * Drive the adopted items to the end, claiming replacements as cap locks free
  * up, until nothing of the loop is left for this worker.
  */
@@ -492,7 +552,7 @@ bf_http_drive(void)
 		curl_multi_perform(multi, &running);
 		if (bf_http_collect() == 0 && running > 0)
 		{
-			curl_multi_poll(multi, NULL, 0, 100, NULL);
+			bf_http_wait(BF_HTTP_WAIT_MS);
 			curl_multi_perform(multi, &running);
 			(void) bf_http_collect();
 		}
