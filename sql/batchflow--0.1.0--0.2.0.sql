@@ -983,3 +983,7 @@ BEGIN
     RETURN v_errors + v_items;
 END;
 $$;
+
+-- Comment: who may add versions of a workflow (bf_can_manage: the owner, the
+-- roles with its privileges, members of batchflow_admin and superusers).
+COMMENT ON COLUMN batchflow.workflow.owner IS 'OID of the role that first registered the workflow; it, the roles with its privileges, members of batchflow_admin and superusers may add versions';

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * run.c
- *	  Closing loops and keeping runs moving: the C side of
- *	  batchflow._close_loop, and the launcher's recovery sweep.
+ *	  Closing loops and keeping runs moving: the calls of the SQL function
+ *	  batchflow._close_loop (which closes the loop and advances the run),
+ *	  the loops to close, and the launcher's recovery sweep.
  *
  *	  A loop is closed by whichever session first sees it with no pending
  *	  item left (normally the worker that committed its last item, in a

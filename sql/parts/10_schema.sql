@@ -24,7 +24,7 @@ CREATE TABLE batchflow.workflow (
 );
 COMMENT ON TABLE batchflow.workflow IS 'One row per registered workflow name';
 COMMENT ON COLUMN batchflow.workflow.name IS 'Unique workflow name, as passed to bf_register and bf_start';
-COMMENT ON COLUMN batchflow.workflow.owner IS 'OID of the role that first registered the workflow; only it (or a superuser) may add versions';
+COMMENT ON COLUMN batchflow.workflow.owner IS 'OID of the role that first registered the workflow; it, the roles with its privileges, members of batchflow_admin and superusers may add versions';
 COMMENT ON COLUMN batchflow.workflow.created_at IS 'When the first version was registered';
 
 CREATE TABLE batchflow.workflow_version (

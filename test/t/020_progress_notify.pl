@@ -14,20 +14,15 @@ use warnings;
 
 use IPC::Run;
 use JSON::PP;
+use FindBin;
+use lib $FindBin::RealBin;
+
+use BatchflowCrash;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('progress_notify');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'batchflow'
-batchflow.database_name = 'postgres'
-max_worker_processes = 32
-});
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION batchflow');
+my $node = crash_node('progress_notify');
 
 # 1000 items of about 5 ms at concurrency 4: a run of a second or two, long
 # enough for progress notifications between its first and last item.

@@ -8,21 +8,15 @@
 use strict;
 use warnings;
 
+use FindBin;
+use lib $FindBin::RealBin;
+
+use BatchflowCrash;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('progress_retention');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'batchflow'
-batchflow.database_name = 'postgres'
-max_worker_processes = 32
-batchflow.history_retention = 0
-});
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION batchflow');
+my $node = crash_node('progress_retention', "batchflow.history_retention = 0\n");
 
 is($node->safe_psql('postgres', 'SHOW batchflow.history_retention'),
 	'0', 'retention 0: keep forever');

@@ -8,6 +8,9 @@ use strict;
 use warnings;
 
 use FindBin;
+use lib $FindBin::RealBin;
+
+use BatchflowCrash;
 use HTTP::Tiny;
 use IPC::Run;
 use PostgreSQL::Test::Cluster;
@@ -21,17 +24,7 @@ plan skip_all => "$exporter is not installed" unless -x $exporter;
 my $queries = "$FindBin::RealBin/../../docs/prometheus-queries.yaml";
 ok(-f $queries, 'docs/prometheus-queries.yaml exists');
 
-my $node = PostgreSQL::Test::Cluster->new('progress_exporter');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'batchflow'
-batchflow.database_name = 'postgres'
-max_worker_processes = 32
-batchflow.stalled_after = '2s'
-});
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION batchflow');
+my $node = crash_node('progress_exporter', "batchflow.stalled_after = '2s'\n");
 
 # A finished run: 20 items, 5 of them (multiples of 4) failing, continue.
 $node->safe_psql(

@@ -12,23 +12,18 @@
 use strict;
 use warnings;
 
+use FindBin;
+use lib $FindBin::RealBin;
+
+use BatchflowCrash;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(sleep);
 
-my $node = PostgreSQL::Test::Cluster->new('progress_crash');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'batchflow'
-batchflow.database_name = 'postgres'
-max_worker_processes = 32
-});
-$node->start;
+my $node = crash_node('progress_crash');
 $node->safe_psql(
 	'postgres', q{
-CREATE EXTENSION batchflow;
 CREATE TABLE gate (closed boolean NOT NULL);
 INSERT INTO gate VALUES (false);
 GRANT SELECT ON gate TO PUBLIC;

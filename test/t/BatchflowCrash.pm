@@ -1,7 +1,7 @@
-# Shared by the crash tests (010, 011): a node that preloads batchflow (the
-# HTTP tests take theirs from here too), a long parallel loop whose SQL
-# child inserts one row per item, and the checks that prove every item took
-# effect exactly once.
+# Shared by the TAP tests: a node that preloads batchflow (crash_node, used
+# by every test that needs a running pool), and for the crash tests (010 to
+# 013) a long parallel loop whose SQL child inserts one row per item, and
+# the checks that prove every item took effect exactly once.
 
 package BatchflowCrash;
 
