@@ -152,6 +152,17 @@ check_keys(JsonbContainer *obj, const char *what, const char *const *allowed)
 	}
 }
 
+/* Refuse a definition that lacks the required property key. */
+static void
+missing_property(const char *what, const char *key, const char *hint)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("%s: missing property \"%s\"", what, key),
+			 errdetail("\"%s\" is required here.", key),
+			 errhint("%s", hint)));
+}
+
 /* A required or optional string property; NULL when absent and optional. */
 static char *
 get_string(JsonbContainer *obj, const char *what, const char *key,
@@ -162,11 +173,7 @@ get_string(JsonbContainer *obj, const char *what, const char *key,
 	if (!get_key(obj, key, &v))
 	{
 		if (required)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("%s: missing property \"%s\"", what, key),
-					 errdetail("\"%s\" is required here.", key),
-					 errhint("%s", hint)));
+			missing_property(what, key, hint);
 		return NULL;
 	}
 	if (v.type != jbvString || v.val.string.len == 0)
@@ -194,11 +201,7 @@ get_int(JsonbContainer *obj, const char *what, const char *key,
 	if (!get_key(obj, key, &v))
 	{
 		if (required)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("%s: missing property \"%s\"", what, key),
-					 errdetail("\"%s\" is required here.", key),
-					 errhint("%s", hint)));
+			missing_property(what, key, hint);
 		return false;
 	}
 	if (v.type != jbvNumeric)

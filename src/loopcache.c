@@ -52,6 +52,7 @@ static int	bf_loop_query(SPIPlanPtr *plan, const char *sql, Datum arg, long coun
 static void bf_loop_cache_init(void);
 static BfLoopInfo *bf_loop_info_load(int64 loop_ref, MemoryContext cxt);
 static void bf_loop_cache_drop(BfLoopCacheEntry *entry);
+static void bf_loop_cache_empty(void);
 
 /* Run a read-only statement taking the loop id, preparing it on first use. */
 static int
@@ -61,6 +62,22 @@ bf_loop_query(SPIPlanPtr *plan, const char *sql, Datum arg, long count)
 
 	bf_keep_plan(plan, sql, 1, &argtype);
 	return SPI_execute_plan(*plan, &arg, NULL, true, count);
+}
+
+/* Drop every entry of the cache. */
+static void
+bf_loop_cache_empty(void)
+{
+	HASH_SEQ_STATUS status;
+	BfLoopCacheEntry *e;
+
+	hash_seq_init(&status, loop_cache);
+	while ((e = hash_seq_search(&status)) != NULL)
+	{
+		hash_seq_term(&status);
+		bf_loop_cache_drop(e);
+		hash_seq_init(&status, loop_cache);
+	}
 }
 
 /* Create the hash table and its parent memory context on first use. */
@@ -221,16 +238,7 @@ bf_loop_info(int64 loop_ref)
 	 */
 	if (nsp != loop_cache_nsp)
 	{
-		HASH_SEQ_STATUS status;
-		BfLoopCacheEntry *e;
-
-		hash_seq_init(&status, loop_cache);
-		while ((e = hash_seq_search(&status)) != NULL)
-		{
-			hash_seq_term(&status);
-			bf_loop_cache_drop(e);
-			hash_seq_init(&status, loop_cache);
-		}
+		bf_loop_cache_empty();
 		loop_cache_nsp = nsp;
 	}
 
@@ -241,16 +249,7 @@ bf_loop_info(int64 loop_ref)
 	/* Bound the cache: when full, start again from empty. */
 	if (hash_get_num_entries(loop_cache) >= BF_LOOP_CACHE_MAX)
 	{
-		HASH_SEQ_STATUS status;
-		BfLoopCacheEntry *e;
-
-		hash_seq_init(&status, loop_cache);
-		while ((e = hash_seq_search(&status)) != NULL)
-		{
-			hash_seq_term(&status);
-			bf_loop_cache_drop(e);
-			hash_seq_init(&status, loop_cache);
-		}
+		bf_loop_cache_empty();
 	}
 
 	entry = hash_search(loop_cache, &loop_ref, HASH_ENTER, &found);

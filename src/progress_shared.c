@@ -531,14 +531,21 @@ bf_progress_moves_read(uint64 *begun, uint64 *done)
 static BfTrackedLoop *
 bf_tracked_loop(int64 loop_ref, bool create)
 {
+	static int	hint = 0;		/* where this process found a loop last */
 	BfTrackedLoop *victim = NULL;
 
+	/* A worker mostly asks for the loop it asked for last: look there first. */
+	if (BfProgress->loops[hint].loop_ref == loop_ref)
+		return &BfProgress->loops[hint];
 	for (int i = 0; i < BF_TRACKED_LOOPS; i++)
 	{
 		BfTrackedLoop *t = &BfProgress->loops[i];
 
 		if (t->loop_ref == loop_ref)
+		{
+			hint = i;
 			return t;
+		}
 		if (victim == NULL ||
 			(victim->loop_ref != 0 &&
 			 (t->loop_ref == 0 || t->last_commit < victim->last_commit)))
@@ -548,6 +555,7 @@ bf_tracked_loop(int64 loop_ref, bool create)
 		return NULL;
 	memset(victim, 0, sizeof(BfTrackedLoop));
 	victim->loop_ref = loop_ref;
+	hint = victim - BfProgress->loops;
 	return victim;
 }
 
