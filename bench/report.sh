@@ -271,7 +271,7 @@ the \`bf_start\` transaction (\`pg_xact_commit_timestamp\` of a marker row
 written in that transaction) to the item's \`started_at\`: $(fig start_latency_ms %.2f " ms").
 
 Every \`bf_start\` commit sets the latch of every worker of the pool
-(\`bf_wake_workers\` in src/shmem.c), so with a one-item run all of them
+(\`bf_wake_workers\` in src/pool.c), so with a one-item run all of them
 wake up, start a transaction and look for work, and only one finds it. The
 same measurement with pools of different sizes (restarting the cluster
 with another \`batchflow.max_workers\`, at the end of the bench):
