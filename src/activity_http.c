@@ -65,6 +65,13 @@ static Datum bf_http_body_value(BfHttpRequest *req, bool *as_json);
 static long bf_http_retry_after(BfHttpRequest *req);
 static bool bf_http_valid_text(const char *s, int len);
 static bool bf_http_jsonb_accepts(const char *s, int len);
+static bool bf_http_add_headers(BfHttpRequest *req, JsonbContainer *node,
+								const BfTemplateContext *ctx, bool *has_content_type,
+								bool *has_idempotency, char **error);
+static bool bf_http_set_body(BfHttpRequest *req, JsonbContainer *node,
+							 const BfTemplateContext *ctx, bool has_content_type,
+							 char **error);
+static void bf_http_set_options(BfHttpRequest *req);
 
 /* Declare the HTTP settings (called from _PG_init). */
 void
@@ -194,6 +201,146 @@ bf_http_host_allowed(const char *url, char **error)
 }
 
 /*
+ * The definition's headers, templated, onto req->headers; notes whether
+ * Content-Type and Idempotency-Key were among them.  False (with *error)
+ * when a header cannot be built.
+ */
+static bool
+bf_http_add_headers(BfHttpRequest *req, JsonbContainer *node,
+					const BfTemplateContext *ctx, bool *has_content_type,
+					bool *has_idempotency, char **error)
+{
+	JsonbValue *v = getKeyJsonValueFromContainer(node, "headers", 7, NULL);
+	JsonbIterator *it;
+	JsonbValue	k;
+	JsonbValue	hv;
+	JsonbIteratorToken tok;
+
+	*has_content_type = *has_idempotency = false;
+	if (v == NULL || v->type != jbvBinary)
+		return true;
+	it = JsonbIteratorInit(v->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	{
+		char	   *name;
+		char	   *value;
+		char	   *tmpl;
+		struct curl_slist *l;
+
+		if (tok != WJB_KEY)
+			continue;
+		tok = JsonbIteratorNext(&it, &hv, true);
+		name = pnstrdup(k.val.string.val, k.val.string.len);
+		tmpl = hv.type == jbvString ? pnstrdup(hv.val.string.val, hv.val.string.len) : "";
+		value = bf_template_text(tmpl, ctx, false, error);
+		if (value == NULL)
+			return false;
+		if (strpbrk(name, "\r\n:") != NULL || strpbrk(value, "\r\n") != NULL)
+		{
+			*error = psprintf("header \"%s\" would contain a line break or colon after templating", name);
+			return false;
+		}
+		if (pg_strcasecmp(name, "content-type") == 0)
+			*has_content_type = true;
+		if (pg_strcasecmp(name, "idempotency-key") == 0)
+			*has_idempotency = true;
+		/* libcurl sends "Name;" as a header with an empty value. */
+		l = curl_slist_append(req->headers, value[0]
+							  ? psprintf("%s: %s", name, value)
+							  : psprintf("%s;", name));
+		if (l == NULL)
+		{
+			*error = pstrdup("out of memory building headers");
+			return false;
+		}
+		req->headers = l;
+	}
+	return true;
+}
+
+/*
+ * The request body, templated (JSON containers as JSON, strings as text),
+ * into req->request_body, with a Content-Type unless the definition gave
+ * one.  False (with *error) when templating fails.
+ */
+static bool
+bf_http_set_body(BfHttpRequest *req, JsonbContainer *node,
+				 const BfTemplateContext *ctx, bool has_content_type,
+				 char **error)
+{
+	JsonbValue *v = getKeyJsonValueFromContainer(node, "body", 4, NULL);
+	const char *content_type;
+
+	if (v == NULL || v->type == jbvNull)
+		return true;
+	if (v->type == jbvString)
+	{
+		req->request_body = bf_template_text(pnstrdup(v->val.string.val, v->val.string.len),
+											 ctx, false, error);
+		if (req->request_body == NULL)
+			return false;
+		content_type = "Content-Type: text/plain; charset=utf-8";
+	}
+	else
+	{
+		Jsonb	   *body;
+
+		if (v->type == jbvBinary)
+		{
+			body = bf_template_json(JsonbValueToJsonb(v), ctx, error);
+			if (body == NULL)
+				return false;
+		}
+		else
+			body = JsonbValueToJsonb(v);
+		req->request_body = JsonbToCString(NULL, &body->root, VARSIZE(body));
+		content_type = "Content-Type: application/json";
+	}
+	if (!has_content_type)
+		req->headers = curl_slist_append(req->headers, content_type);
+	return true;
+}
+
+/* The libcurl options of a request whose url, headers and body are set. */
+static void
+bf_http_set_options(BfHttpRequest *req)
+{
+	CURL	   *easy = req->easy;
+
+	curl_easy_setopt(easy, CURLOPT_URL, req->url);
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	if (bf_http_max_redirects > 0 &&
+		(bf_http_allowed_hosts == NULL || bf_http_allowed_hosts[0] == '\0'))
+	{
+		curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 1L);
+		curl_easy_setopt(easy, CURLOPT_MAXREDIRS, (long) bf_http_max_redirects);
+	}
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) req->timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) req->timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, req->headers);
+	curl_easy_setopt(easy, CURLOPT_USERAGENT, "batchflow/" BF_VERSION);
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, bf_http_on_body);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
+	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, bf_http_on_header);
+	curl_easy_setopt(easy, CURLOPT_HEADERDATA, req);
+	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
+	curl_easy_setopt(easy, CURLOPT_ACCEPT_ENCODING, "");
+	if (req->request_body != NULL)
+	{
+		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long) strlen(req->request_body));
+		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->request_body);
+	}
+	/* POSTFIELDS alone would make any method a POST: name it explicitly. */
+	if (strcmp(req->method, "HEAD") == 0)
+		curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
+	else if (strcmp(req->method, "GET") != 0 || req->request_body != NULL)
+		curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, req->method);
+}
+
+/*
  * Build the request for one http child and one item, in the current
  * memory context.  Returns NULL with *error set when the request cannot
  * be made (bad template, host not allowed); the attempt then fails.
@@ -205,13 +352,12 @@ bf_http_prepare(BfChild *child, const BfTemplateContext *ctx,
 	BfHttpRequest *req = palloc0(sizeof(BfHttpRequest));
 	JsonbValue *v;
 	JsonbContainer *node = &child->node->root;
-	bool		has_content_type = false;
-	bool		has_idempotency = false;
-	char	   *url_tmpl;
+	bool		has_content_type;
+	bool		has_idempotency;
 
 	v = getKeyJsonValueFromContainer(node, "url", 3, NULL);
-	url_tmpl = pnstrdup(v->val.string.val, v->val.string.len);
-	req->url = bf_template_text(url_tmpl, ctx, true, error);
+	req->url = bf_template_text(pnstrdup(v->val.string.val, v->val.string.len),
+								ctx, true, error);
 	if (req->url == NULL)
 		return NULL;
 	/* Templates fill in values, never the scheme; check it again anyway. */
@@ -227,90 +373,12 @@ bf_http_prepare(BfChild *child, const BfTemplateContext *ctx,
 	v = getKeyJsonValueFromContainer(node, "method", 6, NULL);
 	req->method = v ? pnstrdup(v->val.string.val, v->val.string.len) : "GET";
 
-	req->easy = curl_easy_init();
-	if (req->easy == NULL)
-	{
-		*error = pstrdup("curl_easy_init failed");
-		return NULL;
-	}
-
 	/* Headers: the definition's, templated, then our own. */
-	v = getKeyJsonValueFromContainer(node, "headers", 7, NULL);
-	if (v != NULL && v->type == jbvBinary)
+	if (!bf_http_add_headers(req, node, ctx, &has_content_type, &has_idempotency, error) ||
+		!bf_http_set_body(req, node, ctx, has_content_type, error))
 	{
-		JsonbIterator *it = JsonbIteratorInit(v->val.binary.data);
-		JsonbValue	k;
-		JsonbValue	hv;
-		JsonbIteratorToken tok;
-
-		while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
-		{
-			char	   *name;
-			char	   *value;
-			char	   *tmpl;
-			struct curl_slist *l;
-
-			if (tok != WJB_KEY)
-				continue;
-			tok = JsonbIteratorNext(&it, &hv, true);
-			name = pnstrdup(k.val.string.val, k.val.string.len);
-			tmpl = hv.type == jbvString ? pnstrdup(hv.val.string.val, hv.val.string.len) : "";
-			value = bf_template_text(tmpl, ctx, false, error);
-			if (value == NULL)
-				return NULL;
-			if (strpbrk(name, "\r\n:") != NULL || strpbrk(value, "\r\n") != NULL)
-			{
-				*error = psprintf("header \"%s\" would contain a line break or colon after templating", name);
-				return NULL;
-			}
-			if (pg_strcasecmp(name, "content-type") == 0)
-				has_content_type = true;
-			if (pg_strcasecmp(name, "idempotency-key") == 0)
-				has_idempotency = true;
-			/* libcurl sends "Name;" as a header with an empty value. */
-			l = curl_slist_append(req->headers, value[0]
-								  ? psprintf("%s: %s", name, value)
-								  : psprintf("%s;", name));
-			if (l == NULL)
-			{
-				*error = pstrdup("out of memory building headers");
-				return NULL;
-			}
-			req->headers = l;
-		}
-	}
-
-	/* Body: JSON containers are templated as JSON, strings as text. */
-	v = getKeyJsonValueFromContainer(node, "body", 4, NULL);
-	if (v != NULL && v->type != jbvNull)
-	{
-		if (v->type == jbvString)
-		{
-			req->request_body = bf_template_text(pnstrdup(v->val.string.val, v->val.string.len),
-												 ctx, false, error);
-			if (req->request_body == NULL)
-				return NULL;
-			if (!has_content_type)
-				req->headers = curl_slist_append(req->headers, "Content-Type: text/plain; charset=utf-8");
-		}
-		else
-		{
-			Jsonb	   *body;
-
-			if (v->type == jbvBinary)
-			{
-				Jsonb	   *tmpl = JsonbValueToJsonb(v);
-
-				body = bf_template_json(tmpl, ctx, error);
-				if (body == NULL)
-					return NULL;
-			}
-			else
-				body = JsonbValueToJsonb(v);
-			req->request_body = JsonbToCString(NULL, &body->root, VARSIZE(body));
-			if (!has_content_type)
-				req->headers = curl_slist_append(req->headers, "Content-Type: application/json");
-		}
+		bf_http_release(req);	/* the headers built so far */
+		return NULL;
 	}
 	if (!has_idempotency)
 		req->headers = curl_slist_append(req->headers,
@@ -322,42 +390,18 @@ bf_http_prepare(BfChild *child, const BfTemplateContext *ctx,
 		return NULL;
 	}
 
+	req->easy = curl_easy_init();
+	if (req->easy == NULL)
+	{
+		bf_http_release(req);
+		*error = pstrdup("curl_easy_init failed");
+		return NULL;
+	}
 	initStringInfo(&req->body);
 	initStringInfo(&req->headers_raw);
 	req->max_body = bf_http_max_response_kb * 1024;
 	req->timeout_ms = child->timeout_ms > 0 ? child->timeout_ms : bf_http_timeout_ms;
-
-	curl_easy_setopt(req->easy, CURLOPT_URL, req->url);
-	curl_easy_setopt(req->easy, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(req->easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-	if (bf_http_max_redirects > 0 &&
-		(bf_http_allowed_hosts == NULL || bf_http_allowed_hosts[0] == '\0'))
-	{
-		curl_easy_setopt(req->easy, CURLOPT_FOLLOWLOCATION, 1L);
-		curl_easy_setopt(req->easy, CURLOPT_MAXREDIRS, (long) bf_http_max_redirects);
-	}
-	curl_easy_setopt(req->easy, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(req->easy, CURLOPT_TIMEOUT_MS, (long) req->timeout_ms);
-	curl_easy_setopt(req->easy, CURLOPT_CONNECTTIMEOUT_MS, (long) req->timeout_ms);
-	curl_easy_setopt(req->easy, CURLOPT_HTTPHEADER, req->headers);
-	curl_easy_setopt(req->easy, CURLOPT_USERAGENT, "batchflow/" BF_VERSION);
-	curl_easy_setopt(req->easy, CURLOPT_ERRORBUFFER, req->errbuf);
-	curl_easy_setopt(req->easy, CURLOPT_WRITEFUNCTION, bf_http_on_body);
-	curl_easy_setopt(req->easy, CURLOPT_WRITEDATA, req);
-	curl_easy_setopt(req->easy, CURLOPT_HEADERFUNCTION, bf_http_on_header);
-	curl_easy_setopt(req->easy, CURLOPT_HEADERDATA, req);
-	curl_easy_setopt(req->easy, CURLOPT_PRIVATE, req);
-	curl_easy_setopt(req->easy, CURLOPT_ACCEPT_ENCODING, "");
-	if (req->request_body != NULL)
-	{
-		curl_easy_setopt(req->easy, CURLOPT_POSTFIELDSIZE, (long) strlen(req->request_body));
-		curl_easy_setopt(req->easy, CURLOPT_POSTFIELDS, req->request_body);
-	}
-	/* POSTFIELDS alone would make any method a POST: name it explicitly. */
-	if (strcmp(req->method, "HEAD") == 0)
-		curl_easy_setopt(req->easy, CURLOPT_NOBODY, 1L);
-	else if (strcmp(req->method, "GET") != 0 || req->request_body != NULL)
-		curl_easy_setopt(req->easy, CURLOPT_CUSTOMREQUEST, req->method);
+	bf_http_set_options(req);
 	return req;
 }
 
