@@ -13,6 +13,20 @@
  *	  meanwhile wait on the reconcile lock (see progress_count.c).  Until
  *	  then the views count from batchflow.item.
  *
+ *	  The rebuild gives up, to try again at the next sweep, when a counting
+ *	  transaction that began before it does not end within 2 seconds (a
+ *	  long batch of short items, or an item that follows counted ones in
+ *	  the same transaction) or when the reconcile lock cannot be had within
+ *	  lock_timeout.  Giving up clears "reconciling" (workers count without
+ *	  the lock again and write their counts as usual) and puts back the
+ *	  "uncounted" flag it had taken over; "reconcile_all" stays set until a
+ *	  rebuild of every loop succeeds, and while it is set workers keep
+ *	  counting under the lock without writing, which is right: the
+ *	  counters are being replaced, and the views count from batchflow.item
+ *	  meanwhile.  (Before the files were split, giving up left
+ *	  "reconciling" set until the next successful rebuild, so workers
+ *	  stopped writing their counts for that long.)
+ *
  * IDENTIFICATION
  *	  src/counter_rebuild.c
  *
