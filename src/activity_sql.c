@@ -38,8 +38,6 @@
 
 #include "batchflow.h"
 #include "activity_sql.h"
-#include "activity_http.h"
-#include "http_batch.h"
 #include "security.h"
 #include "spi_util.h"
 

@@ -28,6 +28,7 @@
 #include "pool.h"
 #include "progress.h"
 #include "progress_shared.h"
+#include "register.h"
 #include "run_limits.h"
 #include "wakeup.h"
 

@@ -2,8 +2,7 @@
  *
  * claim.h
  *	  Claiming items under a loop's cap (claim.c: choosing a loop and its
- *	  next item; short_items.c: the next item of the held loop, for the
- *	  same transaction).  A claim holds one of the loop's c cap locks.
+ *	  next item).  A claim holds one of the loop's c cap locks.
  *
  * IDENTIFICATION
  *	  src/claim.h
@@ -38,8 +37,5 @@ extern bool bf_claim_next_item(BfClaim *claim, TimestampTz *next_due,
 							   int64 *close_list, int *nclose);
 extern bool bf_claim_for_http(BfLoopInfo *loop, BfClaim *claim);
 extern bool (*bf_cap_lock_is_mine_hook) (const LOCKTAG *tag);
-
-/* short_items.c */
-extern bool bf_claim_short_next(BfClaim *claim);
 
 #endif							/* BATCHFLOW_CLAIM_H */

@@ -44,7 +44,7 @@
 #include "utils/memutils.h"
 #include "utils/wait_event.h"
 
-#include "launcher.h"
+#include "counter_rebuild.h"
 #include "progress.h"
 #include "progress_shared.h"
 #include "spi_util.h"

@@ -24,7 +24,7 @@
 #include "pgstat.h"
 #include "utils/timestamp.h"
 
-#include "launcher.h"
+#include "history_prune.h"
 #include "progress.h"
 #include "spi_util.h"
 

@@ -68,8 +68,6 @@
 #include "item_result.h"
 #include "pool.h"
 #include "progress.h"
-#include "run.h"
-#include "security.h"
 #include "spi_util.h"
 
 /* One item this worker is executing. */

@@ -42,12 +42,13 @@
 #include "utils/wait_event.h"
 
 #include "batchflow.h"
+#include "counter_rebuild.h"
+#include "history_prune.h"
 #include "launcher.h"
 #include "pool.h"
 #include "run.h"
 #include "security.h"
 #include "spi_util.h"
-#include "worker.h"
 
 static volatile sig_atomic_t got_sigterm = false;
 

@@ -28,7 +28,7 @@
 
 #include "batchflow.h"
 #include "definition.h"
-#include "run_limits.h"
+#include "register.h"
 #include "security.h"
 
 PG_FUNCTION_INFO_V1(bf_register);

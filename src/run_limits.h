@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * run_limits.h
- *	  Resource limits on what users submit: items per run and item size
- *	  (run_limits.c), definition size (register.c).
+ *	  Resource limits on what a run may hold: items per run and item size
+ *	  (run_limits.c).
  *
  * IDENTIFICATION
  *	  src/run_limits.h
@@ -19,9 +19,5 @@
 #define BF_MAX_MAX_ITEM_KB			(256 * 1024 - 1)	/* jsonb's own limit */
 
 extern void bf_limits_define_gucs(void);
-
-/* register.c: bf_register and its size limit */
-extern int	bf_max_definition_kb;
-extern void bf_register_define_gucs(void);
 
 #endif							/* BATCHFLOW_RUN_LIMITS_H */

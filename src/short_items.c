@@ -26,7 +26,7 @@
 #include "utils/timestamp.h"
 
 #include "batchflow.h"
-#include "claim.h"
+#include "short_items.h"
 #include "spi_util.h"
 
 static SPIPlanPtr more_plan = NULL;

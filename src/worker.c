@@ -55,6 +55,7 @@
 #include "progress.h"
 #include "run.h"
 #include "security.h"
+#include "short_items.h"
 #include "spi_util.h"
 #include "wakeup.h"
 #include "worker.h"
