@@ -66,41 +66,31 @@ passed=0
 failed=0
 failures=()
 
-# Count the "test NAME ... ok" lines of pg_regress-style output; every
-# requested test without one failed (pg_regress stops early on some errors).
-count_regress() {
-	local out=$1 label=$2 want=$3 p
-	p=$(grep -cE '^(test| ) *[^ ]+ +\.\.\. ok' "$out")
+# run_regress LABEL PROGRAM DIR TEST...: run pg_regress or
+# pg_isolation_regress on the cluster, show its output and its diffs, and
+# count its tests: the "test NAME ... ok" lines pass, every other requested
+# test fails (pg_regress stops early on some errors).
+run_regress() {
+	local label=$1 program=$2 dir=$3 p
+	shift 3
+	echo "== $label"
+	[ $# -gt 0 ] || return 0
+	as_pg "$program" --bindir="$PGBIN" \
+		--inputdir=test --outputdir="$WORK/$dir" --use-existing --dbname=$DB \
+		--host="$CLUSTER" --port="$PORT" --user=postgres "$@" >"$WORK/$label.log" 2>&1
+	cat "$WORK/$label.log"
+	[ -s "$WORK/$dir/regression.diffs" ] && cat "$WORK/$dir/regression.diffs"
+	p=$(grep -cE '^(test| ) *[^ ]+ +\.\.\. ok' "$WORK/$label.log")
 	passed=$((passed + p))
-	failed=$((failed + want - p))
-	if [ "$p" -lt "$want" ]; then failures+=("$label"); fi
+	failed=$((failed + $# - p))
+	if [ "$p" -lt $# ]; then failures+=("$label"); fi
 }
 
 cd "$SRC"
-REGRESS_TESTS=$(ls test/sql/*.sql 2>/dev/null | sed 's|test/sql/||; s|\.sql$||' | sort)
-SPECS=$(ls test/specs/*.spec 2>/dev/null | sed 's|test/specs/||; s|\.spec$||' | sort)
-
-echo "== pg_regress"
-if [ -n "$REGRESS_TESTS" ]; then
-	as_pg "$PGXS_DIR/test/regress/pg_regress" --bindir="$PGBIN" \
-		--inputdir=test --outputdir="$WORK/out" --use-existing --dbname=$DB \
-		--host="$CLUSTER" --port="$PORT" --user=postgres \
-		$REGRESS_TESTS >"$WORK/regress.log" 2>&1
-	cat "$WORK/regress.log"
-	count_regress "$WORK/regress.log" pg_regress "$(echo $REGRESS_TESTS | wc -w)"
-	[ -s "$WORK/out/regression.diffs" ] && cat "$WORK/out/regression.diffs"
-fi
-
-echo "== isolation"
-if [ -n "$SPECS" ]; then
-	as_pg "$PGXS_DIR/test/isolation/pg_isolation_regress" --bindir="$PGBIN" \
-		--inputdir=test --outputdir="$WORK/out-isolation" --use-existing --dbname=$DB \
-		--host="$CLUSTER" --port="$PORT" --user=postgres \
-		$SPECS >"$WORK/isolation.log" 2>&1
-	cat "$WORK/isolation.log"
-	count_regress "$WORK/isolation.log" isolation "$(echo $SPECS | wc -w)"
-	[ -s "$WORK/out-isolation/regression.diffs" ] && cat "$WORK/out-isolation/regression.diffs"
-fi
+run_regress pg_regress "$PGXS_DIR/test/regress/pg_regress" out \
+	$(ls test/sql/*.sql 2>/dev/null | sed 's|test/sql/||; s|\.sql$||' | sort)
+run_regress isolation "$PGXS_DIR/test/isolation/pg_isolation_regress" out-isolation \
+	$(ls test/specs/*.spec 2>/dev/null | sed 's|test/specs/||; s|\.spec$||' | sort)
 
 echo "== pgTAP"
 for f in test/pgtap/*.sql; do
