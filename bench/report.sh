@@ -308,7 +308,7 @@ $(if [ -n "${CLAIM_EXPLAIN:-}" ]; then
 	echo "$FENCE"
 fi)
 
-Worker memory (the $(bq -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'batchflow worker'") batchflow workers, from \`/proc/PID/status\`), before and after that loop:
+Worker memory (the $NWORKERS_UP batchflow workers, from \`/proc/PID/status\`), before and after that loop:
 
 | | before | after |
 |---|---|---|

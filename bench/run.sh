@@ -535,7 +535,7 @@ COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 cp "$R" "$RESULTS/results.tsv"
 for v in WORKERS REPS QUICK PEER_NOTE GW_VERSION BIG BIG_NOTE RATE_DAT CLAIM_DONE CLAIM_EXPLAIN \
 	WAITS STMTS PERF PERF_SAMPLES N_PROF N_LAT LOADS POOLS SEQ_NS FAN_NS HOST PGV LOAD_AVG DUR \
-	anon_a anon_b NWORKERS_UP MEASURED_AT COMMIT GOALS_OUT GOALS_PROFILE; do
+	anon_a anon_b rss_a rss_b max_a max_b NWORKERS_UP MEASURED_AT COMMIT GOALS_OUT GOALS_PROFILE; do
 	if [ -n "${!v+x}" ]; then declare -p "$v"; fi
 done >"$RESULTS/vars.sh"
 log "figures in $RESULTS/"
