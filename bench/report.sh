@@ -29,6 +29,11 @@ $(sed 's/^/    /' "$IMG/break-$f.dat")"
 done
 GOALS_OUT=${GOALS_OUT:-$RESULTS/goals.md}
 GOALS_PROFILE=${GOALS_PROFILE:-$RESULTS/goals-profile.md}
+# The big loop's samples go next to the charts, as the other charts' data.
+if [ -f "$RATE_DAT" ] && [ "$RATE_DAT" != "$IMG/perf-bigloop.dat" ]; then
+	cp "$RATE_DAT" "$IMG/perf-bigloop.dat"
+	RATE_DAT=$IMG/perf-bigloop.dat
+fi
 log() { echo "$*" >&2; }
 # stat KEY -> "median min max" over the repetitions
 stat() {
