@@ -275,11 +275,12 @@ Median over $N_LAT one-item runs per repetition, from the commit timestamp of
 the \`bf_start\` transaction (\`pg_xact_commit_timestamp\` of a marker row
 written in that transaction) to the item's \`started_at\`: $(fig start_latency_ms %.2f " ms").
 
-Every \`bf_start\` commit sets the latch of every worker of the pool
-(\`bf_wake_workers\` in src/pool.c), so with a one-item run all of them
-wake up, start a transaction and look for work, and only one finds it. The
-same measurement with pools of different sizes (restarting the cluster
-with another \`batchflow.max_workers\`, at the end of the bench):
+A \`bf_start\` commit wakes only as many idle workers as the new loop
+can use (src/wakeup.c): one for a one-item run, whatever the size of the
+pool. (Before the idle list of the performance round 2, every commit set
+the latch of every worker, which all started a transaction to race for the
+item.) The same measurement with pools of different sizes (restarting the
+cluster with another \`batchflow.max_workers\`, at the end of the bench):
 
 | batchflow.max_workers | median start latency (ms) |
 |---|---|
