@@ -47,6 +47,16 @@ CONF
 	fi
 	as_pg "$PGBIN/psql" -h "$dir" -p "$port" -U postgres -d "$db" -qAtX \
 		-c "SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS batchflow"
+	# The cluster is ready when batchflow's workers serve $db.  A launcher
+	# that started before $db existed exited, and the postmaster starts it
+	# again only after its 5 s restart interval: a test started before
+	# that found no worker (a paced test then measured the catch-up).
+	for _ in $(seq 1 300); do
+		as_pg "$PGBIN/psql" -h "$dir" -p "$port" -U postgres -d "$db" -qAtX -c \
+			"SELECT 1 FROM pg_stat_activity WHERE backend_type = 'batchflow worker' AND datname = current_database() HAVING count(*) > 0" |
+			grep -q 1 && break
+		sleep 0.1
+	done
 	;;
 stop)
 	if [ -f "$dir/data/postmaster.pid" ]; then

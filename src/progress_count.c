@@ -15,7 +15,10 @@
  *	  progress of a running loop with NOTIFY batchflow_progress, at most
  *	  once per loop per batchflow.progress_interval.  A payload computed in
  *	  the worker's transaction counts the items it just recorded as ended,
- *	  not as active as well (bf_progress_shown_ended).
+ *	  not as active as well (bf_progress_shown_ended).  It first locks
+ *	  the loop row FOR KEY SHARE SKIP LOCKED, so that the close of the
+ *	  loop (FOR UPDATE) commits after it: a loop's last payload is its
+ *	  close's, never a 'running' one from a snapshot taken before it.
  *
  *	  Exactness: pending counts change only when a transaction commits
  *	  (an XactCallback), so counters + pending = items finished, at every
@@ -115,6 +118,7 @@ static int	discard_n = 0;
 
 static SPIPlanPtr flush_plan = NULL;
 static SPIPlanPtr notify_plan = NULL;
+static SPIPlanPtr notify_lock_plan = NULL;
 
 static bool bf_progress_attach(void);
 static void bf_progress_enter(void);
@@ -388,12 +392,20 @@ bf_progress_write(TimestampTz now)
 	/*
 	 * Only a running loop: a failed or cancelled one is announced by the
 	 * triggers when its status changes and when it closes, and the counts
-	 * written here are already in those payloads.
+	 * written here are already in those payloads.  The loop row is locked
+	 * first (FOR KEY SHARE, which only _close_loop's FOR UPDATE conflicts
+	 * with): a close cannot commit before this transaction, so no
+	 * 'running' payload is delivered after the close's final one.  A loop
+	 * being closed right now, or closed since this statement's snapshot,
+	 * is skipped, without waiting.
 	 */
+	bf_keep_plan(&notify_lock_plan,
+				 "SELECT 1 FROM batchflow.loop"
+				 " WHERE id = $1 AND status = 'running'"
+				 " FOR KEY SHARE SKIP LOCKED",
+				 1, notify_types);
 	bf_keep_plan(&notify_plan,
-				 "SELECT pg_notify('batchflow_progress', batchflow._progress_json(l.id))"
-				 "  FROM batchflow.loop l"
-				 " WHERE l.id = $1 AND l.status = 'running'",
+				 "SELECT pg_notify('batchflow_progress', batchflow._progress_json($1))",
 				 1, notify_types);
 
 	txn_nflushed = bf_pending_copy(my_slotno, txn_flushed_pending);
@@ -433,6 +445,11 @@ bf_progress_write(TimestampTz now)
 		{
 			Datum		arg = Int64GetDatum(all[i].loop_ref);
 
+			rc = SPI_execute_plan(notify_lock_plan, &arg, NULL, false, 0);
+			if (rc != SPI_OK_SELECT)
+				elog(ERROR, "could not lock loop for progress: %s", SPI_result_code_string(rc));
+			if (SPI_processed == 0)
+				continue;
 			rc = SPI_execute_plan(notify_plan, &arg, NULL, false, 0);
 			if (rc != SPI_OK_SELECT)
 				elog(ERROR, "could not notify progress: %s", SPI_result_code_string(rc));

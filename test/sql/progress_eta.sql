@@ -35,6 +35,20 @@ BEGIN
 END;
 $$;
 
+-- The schedule starts 0.3 s after bf_start, so two workers must be there
+-- by then.  On a fresh cluster the pool may still be starting (a launcher
+-- that started before the database existed is restarted after 5 s); a run
+-- started before it measured only the catch-up of items already late.
+DO $$
+BEGIN
+    FOR i IN 1..300 LOOP
+        EXIT WHEN (SELECT count(*) FROM pg_stat_activity
+                    WHERE backend_type = 'batchflow worker'
+                      AND datname = current_database()) >= 2;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END;
+$$;
 SELECT bf_start('progress_eta_paced',
                 jsonb_build_object('t0', clock_timestamp() + interval '0.3 seconds',
                                    'things', (SELECT jsonb_agg(g) FROM generate_series(1, 250) g))) AS run \gset

@@ -71,9 +71,21 @@ my $run = $node->safe_psql('postgres',
 	    (SELECT jsonb_agg(g) FROM generate_series(1, 1000) g)))});
 is($node->safe_psql('postgres', "SELECT bf_wait($run, '2 minutes')"),
 	'succeeded', 'the 1000-item run succeeded');
-my $fail_run = $node->safe_psql('postgres', q{SELECT bf_start('notify_fail')});
-is($node->safe_psql('postgres', "SELECT bf_wait($fail_run, '2 minutes')"),
-	'succeeded', 'the run with failures ended');
+# The loop with failures, 30 times: an idle worker's progress write whose
+# snapshot still saw the loop running could commit after the close and
+# deliver a 'running' payload last (4 of 60 such loops did).
+my @fail_runs;
+for (1 .. 30)
+{
+	my $r = $node->safe_psql('postgres', q{SELECT bf_start('notify_fail')});
+	$node->safe_psql('postgres', "SELECT bf_wait($r, '2 minutes')");
+	push @fail_runs, $r;
+}
+my $fail_run = $fail_runs[0];
+is( $node->safe_psql(
+		'postgres',
+		'SELECT string_agg(DISTINCT status, \',\') FROM batchflow.run WHERE id IN (' . join(',', @fail_runs) . ')'),
+	'succeeded', 'the 30 runs with failures ended');
 
 my $one_run = $node->safe_psql('postgres', q{SELECT bf_start('notify_one_fails')});
 is($node->safe_psql('postgres', "SELECT bf_wait($one_run, '2 minutes')"),
@@ -149,13 +161,23 @@ is_deeply([ map { $_->{status} } @runp ], [ 'running', 'succeeded' ],
 	'the run announced each of its status changes once');
 is($runp[-1]{completed}, 1000, 'the final run payload sums its loops');
 
-# The run with failures: 4 and 8 fail (division by zero).
+# The runs with failures: 4 and 8 fail (division by zero).  The last
+# payload of each loop is its close's.
 my @fail = grep { $_->{run} == $fail_run && defined $_->{loop} } @payloads;
 my $flast = $fail[-1];
 is_deeply(
 	[ @$flast{qw(status total completed failed)} ],
 	[ 'succeeded', 10, 8, 2 ],
 	'the last payload of the loop with failures counts them');
+my %flast;
+for my $p (@payloads)
+{
+	$flast{ $p->{run} } = join('|', @$p{qw(status total completed failed)})
+	  if defined $p->{loop} && grep { $_ == $p->{run} } @fail_runs;
+}
+my @late = grep { ($flast{$_} // '') ne 'succeeded|10|8|2' } @fail_runs;
+is(scalar(@late), 0, 'the last payload of each of the 30 loops with failures is its close')
+  or diag(join("\n", map { "run $_: " . ($flast{$_} // 'none') } @late));
 
 # No payload counts an item both as ended and as still executing.
 my @over = grep {
