@@ -4,7 +4,10 @@ CREATE EXTENSION IF NOT EXISTS batchflow;
 RESET client_min_messages;
 
 CREATE TABLE eng_basic_sink (wf text NOT NULL, idx int NOT NULL, item jsonb,
+                             run bigint, xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
                              UNIQUE (wf, idx));
+-- The exactly-once oracle: pg_temp.bf_exactly_once(run, node, effects).
+\ir test/lib/exactly_once.sql
 
 -- An empty array: the loop completes at once, nothing is executed.
 SELECT bf_register('eng_basic_empty', $j${"nodes": [
@@ -37,7 +40,7 @@ SELECT bf_register('eng_basic_many', $j${"nodes": [
   {"id": "each", "type": "loop", "loopType": "parallel", "concurrency": 4,
    "inputSource": {"variable": "things"},
    "children": [{"id": "put", "type": "activity", "activity": "sql",
-                 "sql": "INSERT INTO eng_basic_sink VALUES ('many', $2, $1) RETURNING ($1)::int * 2"}]}]}$j$) > 0 AS registered;
+                 "sql": "INSERT INTO eng_basic_sink (wf, idx, item, run) VALUES ('many', $2, $1, ($3->>'run')::bigint) RETURNING ($1)::int * 2"}]}]}$j$) > 0 AS registered;
 SELECT bf_start('eng_basic_many',
                 jsonb_build_object('things', (SELECT jsonb_agg(g) FROM generate_series(1, 150) g))) AS run \gset
 SELECT bf_wait(:run, '1 minute');
@@ -47,5 +50,9 @@ SELECT status, count(*), min(attempts), max(attempts), bool_and(output = to_json
 SELECT count(*), count(DISTINCT idx), min(idx), max(idx), bool_and((item)::int = idx + 1) AS in_place
   FROM eng_basic_sink WHERE wf = 'many';
 SELECT node_id, status, total, finished_at IS NOT NULL AS closed FROM batchflow.loop WHERE run_id = :run;
+-- Each item's row was written in the transaction that recorded the item's
+-- completion: counting rows alone would not catch effects committed apart
+-- from completion.
+SELECT * FROM pg_temp.bf_exactly_once(:run, 'each', 'eng_basic_sink');
 
 DROP TABLE eng_basic_sink;

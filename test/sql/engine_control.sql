@@ -22,7 +22,10 @@ $$;
 -- Twenty slow items (0.2 s each) at cap 2.  Item 5 also waits for an
 -- advisory lock the test holds, so that it is certainly in flight when
 -- bf_cancel is called.
-CREATE TABLE eng_control_sink (idx int PRIMARY KEY, started timestamptz, finished timestamptz);
+CREATE TABLE eng_control_sink (idx int PRIMARY KEY, started timestamptz, finished timestamptz,
+                               run bigint, xid xid8 NOT NULL DEFAULT pg_current_xact_id());
+-- The exactly-once oracle: pg_temp.bf_exactly_once(run, node, effects).
+\ir test/lib/exactly_once.sql
 CREATE FUNCTION eng_control_gate(idx int) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -35,7 +38,7 @@ SELECT bf_register('eng_control_slow', $j${"nodes": [
   {"id": "each", "type": "loop", "loopType": "parallel", "concurrency": 2,
    "inputSource": {"variable": "n"},
    "children": [{"id": "nap", "type": "activity", "activity": "sql",
-                 "sql": "INSERT INTO eng_control_sink SELECT $2, s, clock_timestamp() FROM (SELECT clock_timestamp() s, pg_sleep(0.2), eng_control_gate($2)) x"}]}]}$j$) > 0 AS registered;
+                 "sql": "INSERT INTO eng_control_sink SELECT $2, s, clock_timestamp(), ($3->>'run')::bigint FROM (SELECT clock_timestamp() s, pg_sleep(0.2), eng_control_gate($2)) x"}]}]}$j$) > 0 AS registered;
 SELECT pg_advisory_lock(7413001);
 SELECT bf_start('eng_control_slow', jsonb_build_object('n', (SELECT jsonb_agg(g) FROM generate_series(0, 19) g))) AS run \gset
 
@@ -96,6 +99,9 @@ SELECT bf_retry(:run) = :skipped AS requeued_the_skipped;
 SELECT bf_wait(:run, '1 minute');
 SELECT status, count(*) FROM batchflow.items WHERE run_id = :run GROUP BY status;
 SELECT count(*), count(DISTINCT idx), min(idx), max(idx) FROM eng_control_sink;
+-- ... each in the transaction that recorded its completion, before the
+-- cancel or after the retry.
+SELECT * FROM pg_temp.bf_exactly_once(:run, 'each', 'eng_control_sink');
 -- bf_retry of a succeeded run has nothing to re-queue; the run stays as it is.
 SELECT bf_retry(:run) AS requeued;
 SELECT status FROM batchflow.runs WHERE id = :run;

@@ -25,6 +25,8 @@ my $node = crash_node('progress_crash');
 $node->safe_psql(
 	'postgres', q{
 CREATE TABLE gate (closed boolean NOT NULL);
+CREATE TABLE effect (run bigint NOT NULL, idx int NOT NULL,
+                     xid xid8 NOT NULL DEFAULT pg_current_xact_id(), UNIQUE (run, idx));
 INSERT INTO gate VALUES (false);
 GRANT SELECT ON gate TO PUBLIC;
 CREATE FUNCTION pass_gate() RETURNS void LANGUAGE plpgsql AS $$
@@ -42,7 +44,9 @@ SELECT bf_register('crash_progress', '{"nodes": [
   {"id": "gated", "type": "loop", "loopType": "parallel", "concurrency": 4,
    "inputSource": {"variable": "items"}, "errorStrategy": "continue",
    "children": [{"id": "pass", "type": "activity", "activity": "sql",
-                 "sql": "SELECT pass_gate(), pg_sleep(0.005), 1 / ((($1)::int % 50) + (random() * 0)::int)"}]}]}');
+                 "sql": "SELECT pass_gate(), pg_sleep(0.005), 1 / ((($1)::int % 50) + (random() * 0)::int)"},
+                {"id": "put", "type": "activity", "activity": "sql",
+                 "sql": "INSERT INTO effect (run, idx) VALUES (($3->>''run'')::bigint, $2)"}]}]}');
 });
 my $run = $node->safe_psql('postgres',
 	q{SELECT bf_start('crash_progress', jsonb_build_object('items',
@@ -122,6 +126,8 @@ is($node->safe_psql('postgres', "SELECT bf_wait($run, '5 minutes')"),
 is($node->safe_psql('postgres', "SELECT completed || '|' || failed || '|' || percent FROM bf_progress($run)"),
 	'2940|60|100.0', 'final progress: 2940 completed, 60 failed (every 50th), 100 %');
 is($node->safe_psql('postgres', $done_items), '2940|60', 'the items agree');
+is(oracle_exactly_once($node, $run, 'gated', 'effect'), '3000|2940|2940|2940|2940',
+	'oracle: each succeeded item\'s effect was written once, in the transaction that recorded its completion');
 
 $node->stop;
 done_testing();

@@ -1,20 +1,23 @@
 # Shared by the TAP tests: a node that preloads batchflow (crash_node, used
 # by every test that needs a running pool), and for the crash tests (010 to
 # 013) a long parallel loop whose SQL child inserts one row per item, and
-# the checks that prove every item took effect exactly once.
+# the checks that prove every item took effect exactly once, among them the
+# exactly-once oracle of test/lib/exactly_once.sql (oracle_exactly_once),
+# for any test.
 
 package BatchflowCrash;
 
 use strict;
 use warnings;
 
+use FindBin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
 use Exporter 'import';
 our @EXPORT = qw(crash_node start_fill_run busy_item_workers
-  wait_for_progress check_exactly_once);
+  wait_for_progress check_exactly_once oracle_exactly_once);
 
 # A node serving database postgres with the default pool of 10 workers.
 sub crash_node
@@ -36,19 +39,23 @@ max_worker_processes = 32
 
 # Register and start a parallel loop (cap 10) of $n items, each inserting
 # its own number into sink, whose item column is UNIQUE: executing an item
-# twice would fail it with a unique violation.  Returns the run id.
+# twice would fail it with a unique violation.  Each row also records its
+# run, its item's index and the transaction it was written in, for the
+# oracle.  Returns the run id.
 sub start_fill_run
 {
 	my ($node, $n) = @_;
 
 	$node->safe_psql(
 		'postgres', q{
-CREATE TABLE sink (item int NOT NULL UNIQUE, pid int NOT NULL DEFAULT pg_backend_pid());
+CREATE TABLE sink (item int NOT NULL UNIQUE, pid int NOT NULL DEFAULT pg_backend_pid(),
+                   run bigint NOT NULL, idx int NOT NULL,
+                   xid xid8 NOT NULL DEFAULT pg_current_xact_id());
 SELECT bf_register('fill', '{"nodes": [
   {"id": "fill", "type": "loop", "loopType": "parallel", "concurrency": 10,
    "inputSource": {"variable": "items"},
    "children": [{"id": "put", "type": "activity", "activity": "sql",
-                 "sql": "INSERT INTO sink (item) SELECT ($1)::int FROM pg_sleep(0.025) RETURNING item"}]}]}');
+                 "sql": "INSERT INTO sink (item, run, idx) SELECT ($1)::int, ($3->>''run'')::bigint, $2 FROM pg_sleep(0.025) RETURNING item"}]}]}');
 });
 	return $node->safe_psql('postgres',
 		qq{SELECT bf_start('fill', jsonb_build_object('items',
@@ -81,6 +88,23 @@ SELECT pid FROM pg_stat_activity
 	return grep { $_ ne '' } split /\n/, $pids;
 }
 
+# The exactly-once oracle (test/lib/exactly_once.sql) for the loop $loop of
+# run $run, whose SQL child writes its effect rows (run, idx, xid) into
+# $table: returns "items|succeeded|effects|once|in_completion_txn".  Every
+# item that succeeded exactly once, with its effect written in the
+# transaction that recorded its completion, gives the same number five
+# times.
+sub oracle_exactly_once
+{
+	my ($node, $run, $loop, $table) = @_;
+	my $lib = PostgreSQL::Test::Utils::slurp_file(
+		"$FindBin::RealBin/../lib/exactly_once.sql");
+
+	$lib =~ s/^\\.*\n//mg;    # psql meta-commands (echo control)
+	return $node->safe_psql('postgres',
+		$lib . "\nSELECT * FROM pg_temp.bf_exactly_once($run, '$loop', '$table');");
+}
+
 # After the crash: the run finishes, and every item took effect once.
 sub check_exactly_once
 {
@@ -101,6 +125,9 @@ SELECT count(*) FILTER (WHERE status = 'succeeded'),
  WHERE i.run_id = $run}),
 		"$n|$n|$n",
 		'every item succeeded, with one attempt: the attempts the crash rolled back do not count');
+	is(oracle_exactly_once($node, $run, 'fill', 'sink'),
+		"$n|$n|$n|$n|$n",
+		'oracle: every item\'s row was written in the transaction that recorded its completion');
 	is( $node->safe_psql(
 			'postgres', "SELECT count(*) FROM batchflow.item_error WHERE run_id = $run"),
 		'0', 'no attempt failed');
