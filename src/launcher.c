@@ -159,8 +159,9 @@ bf_stop_pool(BackgroundWorkerHandle **handles)
 }
 
 /*
- * Re-queue interrupted items (when recover), then close loops that have
- * nothing left to execute, each in a transaction of its own.
+ * Re-queue items whose claim no live worker holds (after a restart: every
+ * claim), then close loops that have nothing left to execute, each in a
+ * transaction of its own; wake the workers after a restart (recover).
  */
 static void
 bf_sweep(bool recover)
@@ -176,8 +177,6 @@ bf_sweep(bool recover)
 		pgstat_report_activity(STATE_IDLE, NULL);
 		return;
 	}
-	if (recover)
-		bf_recover_after_restart();
 	bf_requeue_orphans();
 	ids = bf_loops_to_close(cxt, &n);
 	bf_txn_end();

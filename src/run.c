@@ -65,26 +65,16 @@ bf_loop_close_if_done(int64 loop_ref)
 }
 
 /*
- * After a restart nothing is executing: items left 'running' by a claim
- * that did not complete go back to pending (inside SPI).  Items waiting
- * for a child run (workflow activities) hold no worker: they keep waiting.
- */
-void
-bf_recover_after_restart(void)
-{
-	if (SPI_execute("UPDATE batchflow.item SET status = 'pending'"
-					" WHERE status = 'running' AND child_run IS NULL", false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not re-queue interrupted items");
-	if (SPI_processed > 0)
-		ereport(LOG,
-				(errmsg("batchflow re-queued %lu items interrupted by a restart",
-						(unsigned long) SPI_processed)));
-}
-
-/*
- * Items an HTTP worker marked running and then died with (its pid is no
- * longer a live worker's) go back to pending (inside SPI).  The lock
- * manager released the dead worker's cap locks when it exited.
+ * Items marked running (HTTP items, which keep their claim across
+ * transactions) whose claim no live worker holds go back to pending (inside
+ * SPI).  A claim is held by the worker that recorded it: a live process of
+ * the pool with that pid, started before the claim.  So this one path
+ * covers a worker that exited while the server runs, every claim after a
+ * restart or a crash (whose processes are gone), a pid reused since by a
+ * new worker (it started after the claim), and a row without a pid.  The
+ * lock manager released the old claimants' cap locks when they exited.
+ * Items waiting for a child run (workflow activities) hold no worker:
+ * they keep waiting.
  */
 void
 bf_requeue_orphans(void)
@@ -103,9 +93,11 @@ bf_requeue_orphans(void)
 			pids[n++] = Int32GetDatum((int32) w.pid);
 	}
 	arg = PointerGetDatum(construct_array(pids, n, INT4OID, sizeof(int32), true, TYPALIGN_INT));
-	if (SPI_execute_with_args("UPDATE batchflow.item SET status = 'pending', worker_pid = NULL"
-							  " WHERE status = 'running' AND worker_pid IS NOT NULL"
-							  "   AND worker_pid <> ALL ($1)",
+	if (SPI_execute_with_args("UPDATE batchflow.item i SET status = 'pending', worker_pid = NULL"
+							  " WHERE i.status = 'running' AND i.child_run IS NULL"
+							  "   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a"
+							  "                    WHERE a.pid = i.worker_pid AND a.pid = ANY ($1)"
+							  "                      AND a.backend_start <= i.started_at)",
 							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not re-queue orphaned items");
 	if (SPI_processed > 0)

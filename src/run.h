@@ -16,7 +16,6 @@
 extern bool bf_loop_try_close(int64 loop_ref);
 extern bool bf_loop_close_if_done(int64 loop_ref);
 extern void bf_requeue_orphans(void);
-extern void bf_recover_after_restart(void);
 extern int64 *bf_loops_to_close(MemoryContext cxt, int *n);
 
 #endif							/* BATCHFLOW_RUN_H */
