@@ -987,3 +987,71 @@ $$;
 -- Comment: who may add versions of a workflow (bf_can_manage: the owner, the
 -- roles with its privileges, members of batchflow_admin and superusers).
 COMMENT ON COLUMN batchflow.workflow.owner IS 'OID of the role that first registered the workflow; it, the roles with its privileges, members of batchflow_admin and superusers may add versions';
+
+-- Progress: a closed loop has no active item.  A worker clears the item it
+-- shows in shared memory only after its commit, so a loop closed by another
+-- session in that moment announced the item as ended and as active.
+CREATE OR REPLACE VIEW batchflow._progress_all AS
+SELECT l.run_id,
+       l.id AS loop_ref,
+       l.node_id AS loop_id,
+       l.kind,
+       l.node_index,
+       l.status,
+       l.total::bigint AS total,
+       k.completed,
+       k.failed,
+       k.skipped,
+       CASE WHEN l.finished_at IS NULL THEN coalesce(x.active, 0) ELSE 0 END AS active,
+       CASE WHEN l.total = 0 THEN 100.0
+            ELSE round(100.0 * least(k.done, l.total) / l.total, 1) END AS percent,
+       CASE WHEN l.finished_at IS NOT NULL
+                 THEN round((k.done / greatest(extract(epoch FROM l.finished_at - l.started_at), 0.001))::numeric, 1)
+            WHEN x.items_per_sec IS NOT NULL
+                 THEN round(x.items_per_sec::numeric, 1)
+            WHEN k.done > 0
+                 THEN round((k.done / greatest(extract(epoch FROM clock_timestamp() - l.started_at), 0.001))::numeric, 1)
+       END AS items_per_sec,
+       coalesce(l.finished_at, clock_timestamp()) - l.started_at AS elapsed,
+       CASE WHEN l.finished_at IS NOT NULL THEN interval '0'
+            WHEN l.status <> 'running' THEN NULL
+            WHEN k.done >= l.total THEN interval '0'
+            WHEN x.items_per_sec > 0
+                 THEN make_interval(secs => round(((l.total - k.done) / x.items_per_sec)::numeric, 3)::float8)
+       END AS eta,
+       l.started_at,
+       l.finished_at,
+       greatest(x.last_commit_at, k.written_at, l.started_at) AS last_progress_at,
+       k.exact,
+       r.owner
+  FROM batchflow.loop l
+  JOIN batchflow.run r ON r.id = l.run_id
+  LEFT JOIN batchflow.loop_progress p ON p.loop_ref = l.id
+  LEFT JOIN batchflow._progress_live() x ON x.loop_ref = l.id
+  CROSS JOIN LATERAL (
+        SELECT c.exact, c.written_at,
+               (c.counts).completed, (c.counts).failed, (c.counts).skipped,
+               (c.counts).completed + (c.counts).failed + (c.counts).skipped AS done
+          FROM (SELECT w.written_at,
+                       e.exact,
+                       CASE WHEN e.exact THEN
+                                 (SELECT ROW(count(*) FILTER (WHERE i.status = 'succeeded'),
+                                             count(*) FILTER (WHERE i.status = 'failed'),
+                                             count(*) FILTER (WHERE i.status = 'skipped'))::batchflow.item_counts
+                                    FROM batchflow.item i WHERE i.loop_ref = l.id)
+                            WHEN p.state = 'final' THEN ROW(p.completed, p.failed, p.skipped)::batchflow.item_counts
+                            ELSE ROW(p.completed + w.completed + coalesce(x.pending_completed, 0),
+                                     p.failed + w.failed + coalesce(x.pending_failed, 0),
+                                     p.skipped)::batchflow.item_counts
+                       END AS counts
+                  FROM (SELECT coalesce(sum(pc.completed), 0)::bigint AS completed,
+                               coalesce(sum(pc.failed), 0)::bigint AS failed,
+                               max(pc.updated_at) AS written_at
+                          FROM batchflow.progress_counter pc
+                         WHERE pc.loop_ref = l.id) w,
+                       LATERAL (SELECT CASE WHEN p.state = 'final' AND l.finished_at IS NOT NULL THEN false
+                                            WHEN p.state IS DISTINCT FROM 'live' THEN true
+                                            WHEN l.status <> 'running' THEN true
+                                            ELSE batchflow._progress_exact() END AS exact) e
+                OFFSET 0) c
+  ) k;

@@ -21,7 +21,7 @@ SELECT l.run_id,
        k.completed,
        k.failed,
        k.skipped,
-       coalesce(x.active, 0) AS active,
+       CASE WHEN l.finished_at IS NULL THEN coalesce(x.active, 0) ELSE 0 END AS active,
        CASE WHEN l.total = 0 THEN 100.0
             ELSE round(100.0 * least(k.done, l.total) / l.total, 1) END AS percent,
        CASE WHEN l.finished_at IS NOT NULL
