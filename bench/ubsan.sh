@@ -44,6 +44,7 @@ unix_socket_directories = '$work/sock'
 port = $port
 shared_preload_libraries = 'batchflow'
 max_worker_processes = 32
+batchflow.max_workers = 12
 batchflow.database_name = 'contrib_regression'
 CONF
 start() {

@@ -8,7 +8,8 @@
 #
 # The cluster listens only on a unix socket in DIR (no TCP), preloads
 # batchflow and pg_cron, and its workers serve DBNAME (default postgres),
-# which is created if missing, with the extension installed.
+# which is created if missing, with the extension installed.  The pool has
+# BF_MAX_WORKERS workers (default 10) when the cluster is created.
 set -euo pipefail
 
 PGBIN=$(pg_config --bindir)
@@ -33,6 +34,7 @@ unix_socket_directories = '$dir'
 port = $port
 shared_preload_libraries = 'batchflow,pg_cron'
 max_worker_processes = 32
+batchflow.max_workers = ${BF_MAX_WORKERS:-10}
 batchflow.database_name = '$db'
 cron.database_name = '$db'
 fsync = on

@@ -56,7 +56,8 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== cluster"
-if ! bash "$SRC/scripts/cluster.sh" start "$CLUSTER" "$PORT" "$DB"; then
+# More workers than the largest cap engine_overlap tests (10).
+if ! BF_MAX_WORKERS=12 bash "$SRC/scripts/cluster.sh" start "$CLUSTER" "$PORT" "$DB"; then
 	cat "$CLUSTER/server.log" 2>/dev/null | tail -30
 	echo "0 passed, 1 failed"
 	exit 1
