@@ -30,27 +30,52 @@ SELECT count(*) AS loops FROM batchflow.loop WHERE run_id = :run;
 SELECT count(*) AS items FROM batchflow.item WHERE run_id = :run;
 SELECT count(*) AS runs_of_workflow FROM batchflow.runs WHERE workflow = 'eng_txn_wf';
 
--- Committed: it starts at once.  Five runs, each committed on its own
--- while the workers are idle: the first item of each starts well within
--- the workers' 1 s safety-net poll, because the commit wakes them.
-SELECT bf_start('eng_txn_wf', eng_txn_input('committed 1', 3)) AS run1 \gset
-SELECT pg_sleep(0.2);
-SELECT bf_start('eng_txn_wf', eng_txn_input('committed 2', 3)) AS run2 \gset
-SELECT pg_sleep(0.2);
-SELECT bf_start('eng_txn_wf', eng_txn_input('committed 3', 3)) AS run3 \gset
-SELECT pg_sleep(0.2);
-SELECT bf_start('eng_txn_wf', eng_txn_input('committed 4', 3)) AS run4 \gset
-SELECT pg_sleep(0.2);
-SELECT bf_start('eng_txn_wf', eng_txn_input('committed 5', 3)) AS run5 \gset
-SELECT bf_wait(r, '1 minute') FROM unnest(ARRAY[:run1, :run2, :run3, :run4, :run5]::bigint[]) r;
-SELECT count(*) AS runs,
-       bool_and(first_start - r.started_at < interval '500 milliseconds') AS started_at_once
-  FROM batchflow.runs r
-  CROSS JOIN LATERAL (SELECT min(i.started_at) AS first_start
-                        FROM batchflow.items i WHERE i.run_id = r.id) f
- WHERE r.id IN (:run1, :run2, :run3, :run4, :run5);
+-- Committed: its commit, and nothing earlier, wakes the workers.  With the
+-- safety-net poll at its maximum (60 s) an idle worker runs a step only
+-- when its latch is set, and every step leaves its end in
+-- pg_stat_activity.state_change.  So: no worker may have run a step while
+-- the start was not committed yet (a wake-up before the commit would find
+-- nothing to claim and sleep), and the run must finish long before the
+-- next poll (only the commit's wake-up can have started it).  Three runs,
+-- each held uncommitted for 0.3 s.
+ALTER SYSTEM SET batchflow.poll_interval = '60s';
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);	-- the workers run one step on the reload, then sleep
+CREATE FUNCTION eng_txn_steps_since(t timestamptz) RETURNS bigint
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_stat_clear_snapshot();
+  RETURN (SELECT count(*) FROM pg_stat_activity
+           WHERE backend_type = 'batchflow worker' AND state_change >= t);
+END
+$$;
+CREATE TABLE eng_txn_woken (run bigint, steps_before_commit bigint);
+CREATE FUNCTION eng_txn_start_held(tag text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+  t0 timestamptz := clock_timestamp();
+  r bigint;
+BEGIN
+  r := bf_start('eng_txn_wf', eng_txn_input(tag, 3));
+  PERFORM pg_sleep(0.3);
+  INSERT INTO eng_txn_woken VALUES (r, eng_txn_steps_since(t0));
+END
+$$;
+SELECT eng_txn_start_held('committed 1');
+SELECT bf_wait(run, '30 seconds') FROM eng_txn_woken WHERE run = (SELECT max(run) FROM eng_txn_woken);
+SELECT eng_txn_start_held('committed 2');
+SELECT bf_wait(run, '30 seconds') FROM eng_txn_woken WHERE run = (SELECT max(run) FROM eng_txn_woken);
+SELECT eng_txn_start_held('committed 3');
+SELECT bf_wait(run, '30 seconds') FROM eng_txn_woken WHERE run = (SELECT max(run) FROM eng_txn_woken);
+SELECT count(*) AS runs, sum(steps_before_commit) AS worker_steps_before_commit
+  FROM eng_txn_woken;
+ALTER SYSTEM RESET batchflow.poll_interval;
+SELECT pg_reload_conf();
+DROP TABLE eng_txn_woken;
+DROP FUNCTION eng_txn_start_held(text);
+DROP FUNCTION eng_txn_steps_since(timestamptz);
 -- Their items ran, the rolled-back run's never did (the workers have been
--- busy with five later runs and idle since; give them a moment more).
+-- busy with three later runs and idle since; give them a moment more).
 SELECT pg_sleep(0.3);
 SELECT tag, count(*) FROM eng_txn_sink GROUP BY tag ORDER BY tag;
 
