@@ -30,11 +30,22 @@ batchflow.http_max_response_size = '64MB'
 
 sub query { return $node->safe_psql('postgres', $_[0]); }
 
-# A plain role runs the workflow; the sink is its own table.
+# A plain role runs the workflow; the sink is its own table, and records
+# the role each SQL child ran as (the worker itself is a superuser, which
+# could write anything: only the recorded role shows whose rights applied).
 query(q{
 CREATE ROLE sec_http;
 GRANT USAGE ON SCHEMA batchflow TO sec_http;
-CREATE TABLE sink (idx int PRIMARY KEY, item jsonb, seen jsonb);
+CREATE TABLE sink (idx int PRIMARY KEY, item jsonb, seen jsonb,
+                   who name NOT NULL DEFAULT current_user,
+                   super boolean);
+CREATE FUNCTION sink_super() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.super := (SELECT rolsuper FROM pg_roles WHERE rolname = current_user);
+    RETURN NEW;
+END;
+$$;
+CREATE TRIGGER sink_super BEFORE INSERT ON sink FOR EACH ROW EXECUTE FUNCTION sink_super();
 ALTER TABLE sink OWNER TO sec_http;
 });
 
@@ -82,6 +93,8 @@ foreach my $r (['hostile', $small, 0], ['hostile_big', $big, 6])
 	  or diag(query("SELECT idx, left(error, 300) FROM batchflow.items WHERE run_id = $run AND status <> 'succeeded'"));
 }
 is(query('SELECT count(*) FROM sink'), '8', 'the sink table survived and holds every item');
+is(query(q{SELECT string_agg(DISTINCT who || ' ' || super, ',') FROM sink}), 'sec_http false',
+	'every SQL child ran as the run\'s owner, a plain role, not as the worker\'s superuser');
 
 # A line break in a header value would let an item add headers of its own
 # (or end the header block): the attempt fails before anything is sent.
