@@ -27,22 +27,27 @@ ok(-f $queries, 'docs/prometheus-queries.yaml exists');
 my $node = crash_node('progress_exporter', "batchflow.stalled_after = '2s'\n");
 
 # A finished run: 20 items, 5 of them (multiples of 4) failing, continue.
+# Item i ends at t0 + (i + 1) x 100 ms (failing ones sooner): a known pace
+# of 10 items/s, so the loop's rate over its 2.1 s is 9.5 items/s.
 $node->safe_psql(
 	'postgres', q{
 SELECT bf_register('exp_done', '{"nodes": [
   {"id": "divide", "type": "loop", "loopType": "parallel", "concurrency": 3,
    "inputSource": {"variable": "items"}, "errorStrategy": "continue",
    "children": [{"id": "div", "type": "activity", "activity": "sql",
-                 "sql": "SELECT 1 / (($1)::int % 4) FROM pg_sleep(0.01)"}]}]}');
+                 "sql": "SELECT 1 / (($1)::int % 4) FROM pg_sleep(0.01 + greatest(0, extract(epoch FROM ($3->''vars''->>''t0'')::timestamptz + ($2 + 1) * interval ''100 ms'' - clock_timestamp())))"}]}]}');
 SELECT bf_register('exp_stuck', '{"nodes": [
   {"id": "slow", "type": "loop", "loopType": "sequential",
    "inputSource": {"static": [0.01, 0.01, 600]},
    "children": [{"id": "nap", "type": "activity", "activity": "sql",
                  "sql": "SELECT pg_sleep(($1)::float8)"}]}]}');
 });
+ok( $node->poll_query_until('postgres',
+		q{SELECT count(*) >= 3 FROM pg_stat_activity WHERE backend_type = 'batchflow worker'}),
+	'the workers are up before the paced run starts');
 my $done = $node->safe_psql('postgres',
-	q{SELECT bf_start('exp_done', jsonb_build_object('items',
-	    (SELECT jsonb_agg(g) FROM generate_series(1, 20) g)))});
+	q{SELECT bf_start('exp_done', jsonb_build_object('t0', clock_timestamp() + interval '0.1 seconds',
+	    'items', (SELECT jsonb_agg(g) FROM generate_series(1, 20) g)))});
 is($node->safe_psql('postgres', "SELECT bf_wait($done, '1 minute')"),
 	'succeeded', 'the run with failures finished');
 
@@ -122,7 +127,8 @@ is(metric('batchflow_loop_percent', %d), '100', 'finished loop: 100 %');
 is(metric('batchflow_loop_active', %d), '0', 'finished loop: nothing active');
 is(metric('batchflow_loop_eta_seconds', %d), '0', 'finished loop: ETA 0');
 is(metric('batchflow_loop_timed_items', %d), '20', 'finished loop: 20 timed items');
-cmp_ok(metric('batchflow_loop_items_per_sec', %d), '>', 0, 'finished loop: a throughput');
+my $rate = metric('batchflow_loop_items_per_sec', %d);
+ok($rate >= 9.0 && $rate <= 11.0, "finished loop: the pace of 10 items/s within 10 % ($rate)");
 my ($p50, $p95, $p99, $max) = map { metric("batchflow_loop_${_}_seconds", %d) }
   qw(p50 p95 p99 max);
 cmp_ok($p50, '>=', 0.01, "p50 at least the 10 ms sleep ($p50 s)");
