@@ -50,12 +50,28 @@ BEGIN
 END
 $$;
 CREATE TABLE eng_txn_woken (run bigint, steps_before_commit bigint);
+-- Start a run, hold it uncommitted for 0.3 s, and count the workers that
+-- ran a step meanwhile.  First wait until every worker is asleep: a worker
+-- that executed an item goes on to one more step, which finds nothing
+-- (it then shows 'batchflow: claiming', or 'batchflow: closing loop', as
+-- its last query) before it sleeps; on a loaded machine that step can come
+-- a while after the run ended.
 CREATE FUNCTION eng_txn_start_held(tag text) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
-  t0 timestamptz := clock_timestamp();
+  t0 timestamptz;
   r bigint;
 BEGIN
+  FOR i IN 1..200 LOOP
+    PERFORM pg_stat_clear_snapshot();
+    EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity
+                           WHERE backend_type = 'batchflow worker'
+                             AND (state <> 'idle'
+                                  OR query NOT IN ('batchflow: claiming', 'batchflow: closing loop')
+                                  OR state_change > clock_timestamp() - interval '0.1 seconds'));
+    PERFORM pg_sleep(0.05);
+  END LOOP;
+  t0 := clock_timestamp();
   r := bf_start('eng_txn_wf', eng_txn_input(tag, 3));
   PERFORM pg_sleep(0.3);
   INSERT INTO eng_txn_woken VALUES (r, eng_txn_steps_since(t0));
