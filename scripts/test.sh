@@ -3,7 +3,8 @@
 # machine: install dependencies, build (warnings are errors), install, then
 # run every kind of test against throwaway clusters:
 #
-#   pg_regress       test/sql/*.sql, expected output in test/expected/
+#   pg_regress       test/sql/*.sql, expected output in test/expected/, in a
+#                    shuffled order whose seed is printed (BF_TEST_SEED)
 #   isolation        test/specs/*.spec
 #   pgTAP            test/pgtap/*.sql, through pg_prove
 #   Perl TAP         test/t/*.pl (PostgreSQL::Test::Cluster; their own clusters)
@@ -88,8 +89,13 @@ run_regress() {
 }
 
 cd "$SRC"
+# The regression tests run in a shuffled order, so that a test that only
+# passes after another one shows up; BF_TEST_SEED=N repeats an order.
+SEED=${BF_TEST_SEED:-$(( $(od -An -N2 -tu2 /dev/urandom) ))}
+echo "pg_regress order: shuffled, seed $SEED (BF_TEST_SEED=$SEED repeats it)"
 run_regress pg_regress "$PGXS_DIR/test/regress/pg_regress" out \
-	$(ls test/sql/*.sql 2>/dev/null | sed 's|test/sql/||; s|\.sql$||' | sort)
+	$(ls test/sql/*.sql 2>/dev/null | sed 's|test/sql/||; s|\.sql$||' | sort |
+		perl -MList::Util=shuffle -e 'srand($ARGV[0]); print shuffle(<STDIN>)' "$SEED")
 run_regress isolation "$PGXS_DIR/test/isolation/pg_isolation_regress" out-isolation \
 	$(ls test/specs/*.spec 2>/dev/null | sed 's|test/specs/||; s|\.spec$||' | sort)
 
