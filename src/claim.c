@@ -279,6 +279,28 @@ bf_claim_under_cap(int64 loop_ref, int cap, bool sequential, bool deps,
 			return BF_BACKING_OFF;
 		}
 	}
+	/*
+	 * The list of open loops came from an earlier snapshot: a fail-fast
+	 * failure or a cancel may have stopped the loop since, and released
+	 * the cap lock just taken.  Look again with a snapshot taken after the
+	 * lock (the stopping transaction is visible once its locks are gone),
+	 * so that no item starts after its loop stopped.  (Workers only:
+	 * batchflow.claim_item claims from closed loops for the race tests.)
+	 */
+	if (SPI_processed == 1 && IsBackgroundWorker)
+	{
+		SPITupleTable *claimed = SPI_tuptable;
+
+		if (SPI_execute_plan(loop_running_plan, &arg, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read loop " INT64_FORMAT, loop_ref);
+		if (SPI_processed == 0)
+		{
+			LockRelease(tag, ExclusiveLock, false);
+			return BF_NOTHING_PENDING;
+		}
+		SPI_tuptable = claimed;
+		SPI_processed = 1;
+	}
 	if (SPI_processed == 1)
 		return BF_CLAIMED;
 
