@@ -289,9 +289,13 @@ bf_claim_under_cap(int64 loop_ref, int cap, bool sequential, bool deps,
 	 */
 	if (SPI_processed == 1 && IsBackgroundWorker)
 	{
+		static SPIPlanPtr still_running_plan = NULL;
 		SPITupleTable *claimed = SPI_tuptable;
 
-		if (SPI_execute_plan(loop_running_plan, &arg, NULL, false, 1) != SPI_OK_SELECT)
+		bf_keep_claim_plan(&still_running_plan,
+						   "SELECT 1 FROM batchflow.loop WHERE id = $1 AND status = 'running'", 1);
+		SPI_tuptable = claimed;
+		if (SPI_execute_plan(still_running_plan, &arg, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not read loop " INT64_FORMAT, loop_ref);
 		if (SPI_processed == 0)
 		{

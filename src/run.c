@@ -83,6 +83,7 @@ bf_requeue_orphans(void)
 	int			n = 0;
 	Datum		arg;
 	Oid			argtype = INT4ARRAYOID;
+	bool		child_runs;
 
 	pids = palloc(sizeof(Datum) * Max(bf_pool_nslots(), 1));
 	for (int i = 0; i < bf_pool_nslots(); i++)
@@ -93,11 +94,18 @@ bf_requeue_orphans(void)
 			pids[n++] = Int32GetDatum((int32) w.pid);
 	}
 	arg = PointerGetDatum(construct_array(pids, n, INT4OID, sizeof(int32), true, TYPALIGN_INT));
-	if (SPI_execute_with_args("UPDATE batchflow.item i SET status = 'pending', worker_pid = NULL"
-							  " WHERE i.status = 'running' AND i.child_run IS NULL"
-							  "   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a"
-							  "                    WHERE a.pid = i.worker_pid AND a.pid = ANY ($1)"
-							  "                      AND a.backend_start <= i.started_at)",
+	/* batchflow.item has child_run from 0.2.0 on (the library may be newer). */
+	if (SPI_execute("SELECT 1 FROM pg_catalog.pg_attribute"
+					" WHERE attrelid = 'batchflow.item'::pg_catalog.regclass"
+					"   AND attname = 'child_run' AND NOT attisdropped", true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not inspect batchflow.item");
+	child_runs = SPI_processed > 0;
+	if (SPI_execute_with_args(psprintf("UPDATE batchflow.item i SET status = 'pending', worker_pid = NULL"
+									   " WHERE i.status = 'running'%s"
+									   "   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a"
+									   "                    WHERE a.pid = i.worker_pid AND a.pid = ANY ($1)"
+									   "                      AND a.backend_start <= i.started_at)",
+									   child_runs ? " AND i.child_run IS NULL" : ""),
 							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not re-queue orphaned items");
 	if (SPI_processed > 0)
