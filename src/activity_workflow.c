@@ -49,6 +49,7 @@
 #include "http_template.h"
 #include "item_result.h"
 #include "security.h"
+#include "spi_util.h"
 
 static const char *const workflow_keys[] = {"id", "type", "activity", "description",
 "output", "workflow", "input", NULL};
@@ -58,22 +59,8 @@ static SPIPlanPtr running_plan = NULL;
 /* api.c: bf_retry(run), called directly for a child run. */
 extern Datum bf_retry(PG_FUNCTION_ARGS);
 
-static SPIPlanPtr wf_keep_plan(const char *sql, int nargs, Oid *types);
 static bool bf_workflow_start(BfClaim *claim, BfItemResult *result);
 static int64 bf_workflow_start_child(BfClaim *claim, bool *fatal);
-
-/* Prepare and keep a statement. */
-static SPIPlanPtr
-wf_keep_plan(const char *sql, int nargs, Oid *types)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
-			 SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
-}
 
 /*
  * bf_check_workflow_activity
@@ -175,7 +162,7 @@ bf_children_room(int64 loop_ref, int cap)
 	{
 		Oid			types[1] = {INT8OID};
 
-		running_plan = wf_keep_plan("SELECT count(*) FROM batchflow.item"
+		bf_keep_plan(&running_plan, "SELECT count(*) FROM batchflow.item"
 									" WHERE loop_ref = $1 AND status = 'running'", 1, types);
 	}
 	if (SPI_execute_plan(running_plan, &arg, NULL, false, 1) != SPI_OK_SELECT)

@@ -49,6 +49,7 @@
 
 #include "batchflow.h"
 #include "deps.h"
+#include "spi_util.h"
 
 PG_FUNCTION_INFO_V1(bf_deps_link);
 PG_FUNCTION_INFO_V1(bf_deps_item_ended);
@@ -72,7 +73,6 @@ static int32 dep_key_find(DepKey *keys, int n, const char *key);
 static char *dep_key_shown(const char *key);
 static char *deps_find_cycle(int n, char **key_of, const int32 *unmet,
 							 const int32 *dep_start, const int32 *deps);
-static SPIPlanPtr deps_keep_plan(const char *sql, int nargs, Oid *types);
 
 /* Order DepKeys by key, then by index. */
 static int
@@ -128,19 +128,6 @@ dep_key_shown(const char *key)
 		return (char *) key;
 	len = pg_mbcliplen(key, len, BF_DEPS_KEY_SHOWN);
 	return psprintf("%.*s...", len, key);
-}
-
-/* Prepare and keep a statement. */
-static SPIPlanPtr
-deps_keep_plan(const char *sql, int nargs, Oid *types)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
-			 SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
 }
 
 /*
@@ -548,7 +535,7 @@ bf_deps_item_succeeded(int64 loop_ref, int32 idx)
 	{
 		Oid			types[2] = {INT8OID, INT4OID};
 
-		succeeded_plan = deps_keep_plan("UPDATE batchflow.item i SET unmet = i.unmet - 1"
+		bf_keep_plan(&succeeded_plan, "UPDATE batchflow.item i SET unmet = i.unmet - 1"
 										"  FROM (SELECT x.idx FROM batchflow.item x"
 										"         WHERE x.loop_ref = $1 AND x.status = 'pending' AND x.unmet > 0"
 										"           AND x.idx IN (SELECT d.idx FROM batchflow.item_dep d"
@@ -578,7 +565,7 @@ bf_deps_item_failed(int64 loop_ref, int32 idx)
 	{
 		Oid			types[2] = {INT8OID, INT4OID};
 
-		failed_plan = deps_keep_plan("WITH RECURSIVE down(idx) AS ("
+		bf_keep_plan(&failed_plan, "WITH RECURSIVE down(idx) AS ("
 									 "    SELECT d.idx FROM batchflow.item_dep d"
 									 "     WHERE d.loop_ref = $1 AND d.dep_idx = $2"
 									 "  UNION"
@@ -598,7 +585,7 @@ bf_deps_item_failed(int64 loop_ref, int32 idx)
 									 "            AND x.idx IN (SELECT idx FROM down)"
 									 "          ORDER BY x.idx FOR UPDATE) s"
 									 "  WHERE i.loop_ref = $1 AND i.idx = s.idx", 2, types);
-		recount_plan = deps_keep_plan("UPDATE batchflow.loop_progress"
+		bf_keep_plan(&recount_plan, "UPDATE batchflow.loop_progress"
 									  "   SET state = 'recount', updated_at = clock_timestamp()"
 									  " WHERE loop_ref = $1 AND state = 'live'", 1, types);
 	}
