@@ -58,22 +58,15 @@ bf_claim_short_next(BfClaim *claim)
 				 " FOR UPDATE SKIP LOCKED", 2, types);
 
 	/* dependsOn: the next ready item, through item_ready_idx (deps.c). */
-	if (more_ready_plan == NULL)
-	{
-		Oid			types[2] = {INT8OID, INT4OID};
-
-		more_ready_plan = SPI_prepare("SELECT idx, item, attempts FROM batchflow.item"
-									  " WHERE loop_ref = $1 AND idx > $2 AND status = 'pending'"
-									  "   AND unmet = 0"
-									  "   AND (not_before IS NULL OR not_before <= clock_timestamp())"
-									  "   AND EXISTS (SELECT 1 FROM batchflow.loop"
-									  "                WHERE id = $1 AND status = 'running')"
-									  " ORDER BY idx LIMIT 1"
-									  " FOR UPDATE SKIP LOCKED", 2, types);
-		if (more_ready_plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(more_ready_plan);
-	}
+	bf_keep_plan(&more_ready_plan,
+				 "SELECT idx, item, attempts FROM batchflow.item"
+				 " WHERE loop_ref = $1 AND idx > $2 AND status = 'pending'"
+				 "   AND unmet = 0"
+				 "   AND (not_before IS NULL OR not_before <= clock_timestamp())"
+				 "   AND EXISTS (SELECT 1 FROM batchflow.loop"
+				 "                WHERE id = $1 AND status = 'running')"
+				 " ORDER BY idx LIMIT 1"
+				 " FOR UPDATE SKIP LOCKED", 2, types);
 
 	args[0] = Int64GetDatum(claim->loop->loop_ref);
 	args[1] = Int32GetDatum(claim->idx);
