@@ -1055,3 +1055,483 @@ SELECT l.run_id,
                                             ELSE batchflow._progress_exact() END AS exact) e
                 OFFSET 0) c
   ) k;
+
+-- Big batches (issue 15): query, keyRanges and large array sources
+-- materialised by the workers (table loop_fill, _lazy_loop called by
+-- _advance, _close_loop waits for materialisation), throttles
+-- (_loop_throttled), bf_progress shows 'throttled' and an ETA from the
+-- planner's estimate while a loop materialises.
+
+CREATE TABLE batchflow.loop_fill (
+    loop_ref    bigint PRIMARY KEY REFERENCES batchflow.loop (id) ON DELETE CASCADE,
+    run_id      bigint NOT NULL,
+    kind        text NOT NULL CHECK (kind IN ('query', 'array', 'keyRanges')),
+    source      jsonb NOT NULL CHECK (jsonb_typeof(source) = 'object'),
+    next_idx    int NOT NULL DEFAULT 0 CHECK (next_idx >= 0),
+    next_key    text,
+    next_from   jsonb,
+    estimate    float8,
+    started_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE batchflow.loop_fill IS 'One row per loop whose items are still being materialised by the workers (query, keyRanges and large array sources)';
+COMMENT ON COLUMN batchflow.loop_fill.loop_ref IS 'The loop (batchflow.loop.id)';
+COMMENT ON COLUMN batchflow.loop_fill.run_id IS 'The run, repeated from the loop';
+COMMENT ON COLUMN batchflow.loop_fill.kind IS 'query, array or keyRanges';
+COMMENT ON COLUMN batchflow.loop_fill.source IS 'What to materialise: {"query"}, {"from", "name"} of an array, or the resolved key ranges scan';
+COMMENT ON COLUMN batchflow.loop_fill.next_idx IS 'Items materialised so far: the index of the next one';
+COMMENT ON COLUMN batchflow.loop_fill.next_key IS 'keyRanges: the first key of the next range, as text; NULL before the first';
+COMMENT ON COLUMN batchflow.loop_fill.next_from IS 'keyRanges: the first key of the next range, as jsonb';
+COMMENT ON COLUMN batchflow.loop_fill.estimate IS 'Expected number of items: the planner''s row estimate of a query, the length of an array';
+COMMENT ON COLUMN batchflow.loop_fill.started_at IS 'When the loop started';
+
+ALTER TABLE batchflow.loop_fill ENABLE ROW LEVEL SECURITY;
+CREATE POLICY loop_fill_run_owner ON batchflow.loop_fill
+    FOR SELECT USING (run_id IN (SELECT r.id FROM batchflow.run r));
+REVOKE ALL ON batchflow.loop_fill FROM PUBLIC;
+GRANT SELECT ON batchflow.loop_fill TO PUBLIC;
+
+/*
+ * A run's input is stored as it came (input) and as its first variables
+ * (vars): a 1,000,000-element array is two ~10 MB values, which pglz took
+ * ~2 s to compress in bf_start.  lz4, when the server has it, takes
+ * milliseconds.
+ */
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_settings
+                WHERE name = 'default_toast_compression' AND 'lz4' = ANY (enumvals)) THEN
+        ALTER TABLE batchflow.run ALTER COLUMN input SET COMPRESSION lz4,
+                                  ALTER COLUMN vars SET COMPRESSION lz4,
+                                  ALTER COLUMN outputs SET COMPRESSION lz4;
+    END IF;
+END
+$$;
+
+-- Arrays of at least this many elements are materialised by the workers.
+CREATE FUNCTION batchflow._lazy_threshold() RETURNS int
+    LANGUAGE sql IMMUTABLE AS 'SELECT 10000';
+COMMENT ON FUNCTION batchflow._lazy_threshold() IS 'Internal: JSON arrays of at least this many elements are materialised by the workers, in chunks, behind bf_start';
+
+CREATE FUNCTION batchflow._loop_throttled(loop_ref bigint) RETURNS boolean
+    LANGUAGE C VOLATILE STRICT AS 'MODULE_PATHNAME', 'bf_loop_throttled';
+COMMENT ON FUNCTION batchflow._loop_throttled(bigint) IS 'Internal: was an item of the loop held back by maxItemsPerSecond or maxReplicationLag a moment ago?';
+
+/*
+ * Called by _advance when a run reaches loop node p_node (index p_k) whose
+ * input array, if it has one, has p_n elements.  Returns false when the
+ * loop's items are to be created by _advance as usual; otherwise creates
+ * the loop and its loop_fill row and returns true.  For keyRanges, checks
+ * the table and its index as the run's owner p_owner: a problem is raised
+ * when p_raise (bf_start reaching its first loop), and otherwise fails the
+ * run (still returning true).
+ */
+CREATE FUNCTION batchflow._lazy_loop(p_run bigint, p_k int, p_node jsonb, p_n int,
+                                     p_owner oid, p_raise boolean) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_src      jsonb := p_node -> 'inputSource';
+    v_kind     text;
+    v_source   jsonb;
+    v_est      float8;
+    v_strategy text;
+    v_name     text[];
+    v_rel      regclass;
+    v_key      text;
+    v_att      record;
+    v_msg      text;
+    v_detail   text;
+    v_hint     text;
+    v_code     text;
+    v_lid      bigint;
+BEGIN
+    IF v_src ? 'query' THEN
+        v_kind := 'query';
+        v_source := jsonb_build_object('query', v_src ->> 'query');
+    ELSIF v_src ? 'keyRanges' THEN
+        v_kind := 'keyRanges';
+        v_key := v_src -> 'keyRanges' ->> 'key';
+        BEGIN
+            v_name := parse_ident(v_src -> 'keyRanges' ->> 'table');
+        EXCEPTION WHEN invalid_parameter_value THEN
+            v_name := ARRAY[v_src -> 'keyRanges' ->> 'table'];
+        END;
+        IF cardinality(v_name) = 1 THEN
+            v_name := ARRAY['public'] || v_name;
+        END IF;
+        SELECT c.oid INTO v_rel
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE cardinality(v_name) = 2 AND n.nspname = v_name[1] AND c.relname = v_name[2]
+           AND c.relkind IN ('r', 'p', 'm');
+        IF v_rel IS NULL THEN
+            v_code := 'undefined_table';
+            v_msg := format('node "%s": inputSource keyRanges: table "%s" does not exist',
+                            p_node ->> 'id', v_src -> 'keyRanges' ->> 'table');
+            v_detail := 'The table is looked up when the loop starts; a name without a schema means schema public.';
+            v_hint := 'Write the table as "schema.name".';
+        ELSE
+            SELECT a.attnum, format_type(a.atttypid, a.atttypmod) AS type INTO v_att
+              FROM pg_attribute a
+             WHERE a.attrelid = v_rel AND a.attname = v_key AND a.attnum > 0 AND NOT a.attisdropped;
+            IF NOT FOUND THEN
+                v_code := 'undefined_column';
+                v_msg := format('node "%s": inputSource keyRanges: column "%s" of table %s does not exist',
+                                p_node ->> 'id', v_key, v_rel);
+                v_detail := 'The key must be a column of the table.';
+                v_hint := 'Name the column the ranges are cut on, usually the primary key.';
+            ELSIF NOT has_column_privilege(p_owner, v_rel, v_att.attnum, 'SELECT') THEN
+                v_code := 'insufficient_privilege';
+                v_msg := format('permission denied for table %s', v_rel);
+                v_detail := format('The key ranges are read as the role that started the run, which may not read column "%s".', v_key);
+                v_hint := format('GRANT SELECT ON %s TO the role that starts the run.', v_rel);
+            ELSIF NOT EXISTS (SELECT 1 FROM pg_index i
+                                JOIN pg_class ic ON ic.oid = i.indexrelid
+                                JOIN pg_am am ON am.oid = ic.relam
+                               WHERE i.indrelid = v_rel AND i.indkey[0] = v_att.attnum
+                                 AND am.amname = 'btree' AND i.indpred IS NULL
+                                 AND i.indisvalid AND i.indisready) THEN
+                v_code := 'object_not_in_prerequisite_state';
+                v_msg := format('node "%s": inputSource keyRanges needs an index on %s (%s)',
+                                p_node ->> 'id', v_rel, v_key);
+                v_detail := 'Ranges are found by keyset scans of a btree index whose first column is the key; without one, every range would scan the whole table.';
+                v_hint := format('Create one: CREATE INDEX ON %s (%I);', v_rel, v_key);
+            END IF;
+        END IF;
+        IF v_msg IS NOT NULL THEN
+            IF p_raise THEN
+                RAISE EXCEPTION '%', v_msg USING ERRCODE = v_code, DETAIL = v_detail, HINT = v_hint;
+            END IF;
+            UPDATE batchflow.run
+               SET status = 'failed', finished_at = clock_timestamp(), current_node = p_k,
+                   error = format('%s: %s %s', v_msg, v_detail, v_hint)
+             WHERE id = p_run;
+            PERFORM batchflow._run_finished_on_commit();
+            RETURN true;
+        END IF;
+        v_source := jsonb_build_object(
+            'size', (v_src -> 'keyRanges' ->> 'size')::int,
+            -- Qualified: an unqualified ORDER BY would sort the text output column.
+            'first', format('SELECT t.%1$I::text, to_jsonb(t.%1$I) FROM %2$s AS t WHERE t.%1$I IS NOT NULL ORDER BY t.%1$I LIMIT 1',
+                            v_key, v_rel),
+            'next', format('SELECT t.%1$I::text, to_jsonb(t.%1$I) FROM %2$s AS t WHERE t.%1$I > $1::%3$s ORDER BY t.%1$I OFFSET $2 LIMIT 1',
+                           v_key, v_rel, v_att.type));
+    ELSIF p_n >= batchflow._lazy_threshold() AND NOT p_node ? 'dependsOn' THEN
+        v_kind := 'array';
+        v_est := p_n;
+        v_source := CASE WHEN v_src ? 'static' THEN jsonb_build_object('from', 'static')
+                         WHEN v_src ? 'variable' THEN jsonb_build_object('from', 'vars', 'name', v_src ->> 'variable')
+                         ELSE jsonb_build_object('from', 'outputs', 'name', v_src ->> 'activity') END;
+    ELSE
+        RETURN false;
+    END IF;
+
+    v_strategy := coalesce(p_node ->> 'errorStrategy', 'fail-fast');
+    INSERT INTO batchflow.loop (run_id, node_index, node_id, kind, node, sequential,
+                                concurrency, error_strategy, max_retries,
+                                retry_delay_ms, total, status, started_at)
+    VALUES (p_run, p_k, p_node ->> 'id', 'loop', p_node,
+            p_node ->> 'loopType' = 'sequential',
+            coalesce((p_node ->> 'concurrency')::int, 1),
+            v_strategy,
+            coalesce((p_node ->> 'maxRetries')::int,
+                     CASE WHEN v_strategy = 'retry' THEN 3 ELSE 0 END),
+            coalesce((p_node ->> 'retryDelayMs')::int, 1000),
+            CASE WHEN v_kind = 'array' THEN p_n ELSE 0 END,
+            'running', clock_timestamp())
+    RETURNING id INTO v_lid;
+    INSERT INTO batchflow.loop_fill (loop_ref, run_id, kind, source, estimate)
+    VALUES (v_lid, p_run, v_kind, v_source, v_est);
+    UPDATE batchflow.run SET current_node = p_k WHERE id = p_run;
+    PERFORM batchflow._wake_on_commit();
+    RETURN true;
+END;
+$$;
+COMMENT ON FUNCTION batchflow._lazy_loop(bigint, int, jsonb, int, oid, boolean) IS 'Internal: start a loop whose items the workers materialise in chunks (query, keyRanges, large arrays)';
+
+REVOKE ALL ON FUNCTION batchflow._lazy_threshold(), batchflow._loop_throttled(bigint),
+    batchflow._lazy_loop(bigint, int, jsonb, int, oid, boolean) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION batchflow._advance(p_run bigint, p_from int) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r        record;
+    v_nodes    jsonb;
+    v_node     jsonb;
+    k        int := p_from;
+    v_src      jsonb;
+    v_arr      jsonb;
+    v_srcname  text;
+    n        int;
+    v_strategy text;
+    v_lid      bigint;
+    v_existing record;
+    v_reached  timestamptz;
+    v_limit    bigint;
+    v_total    bigint;
+    v_big      record;
+    v_msg      text;
+    v_detail   text;
+    v_hint     text;
+BEGIN
+    SELECT run.*, v.definition INTO r
+      FROM batchflow.run JOIN batchflow.workflow_version v ON v.id = run.version_id
+     WHERE run.id = p_run
+       FOR UPDATE OF run;
+    IF NOT FOUND OR r.finished_at IS NOT NULL THEN
+        RETURN;
+    END IF;
+    v_nodes := r.definition -> 'nodes';
+
+    LOOP
+        IF k >= jsonb_array_length(v_nodes) THEN
+            UPDATE batchflow.run
+               SET status = 'succeeded', finished_at = clock_timestamp(), current_node = k
+             WHERE id = p_run;
+            PERFORM batchflow._run_finished_on_commit();
+            RETURN;
+        END IF;
+
+        v_node := v_nodes -> k;
+
+        -- Reached before (bf_retry re-opened an earlier loop): skip or wait.
+        SELECT id, finished_at INTO v_existing
+          FROM batchflow.loop WHERE run_id = p_run AND node_id = v_node ->> 'id';
+        IF FOUND THEN
+            IF v_existing.finished_at IS NULL THEN
+                UPDATE batchflow.run SET current_node = k WHERE id = p_run;
+                RETURN;
+            END IF;
+            k := k + 1;
+            CONTINUE;
+        END IF;
+
+        IF v_node ->> 'type' = 'activity' THEN
+            INSERT INTO batchflow.loop (run_id, node_index, node_id, kind, node,
+                                        sequential, concurrency, total, started_at)
+            VALUES (p_run, k, v_node ->> 'id', 'activity', v_node, true, 1, 1,
+                    clock_timestamp())
+            RETURNING id INTO v_lid;
+            INSERT INTO batchflow.item (loop_ref, idx, run_id, item)
+            VALUES (v_lid, 0, p_run, NULL);
+            UPDATE batchflow.run SET current_node = k WHERE id = p_run;
+            PERFORM batchflow._wake_on_commit();
+            RETURN;
+        END IF;
+
+        -- A loop: resolve its input source now that it is reached.
+        v_src := v_node -> 'inputSource';
+        IF v_src ? 'static' THEN
+            v_arr := v_src -> 'static';
+            v_srcname := 'static';
+        ELSIF v_src ? 'variable' THEN
+            v_arr := r.vars -> (v_src ->> 'variable');
+            v_srcname := format('variable "%s"', v_src ->> 'variable');
+        ELSE
+            v_arr := r.outputs -> (v_src ->> 'activity');
+            v_srcname := format('activity "%s"', v_src ->> 'activity');
+        END IF;
+
+        IF v_arr IS NULL OR jsonb_typeof(v_arr) = 'null' THEN
+            v_arr := '[]';
+        ELSIF jsonb_typeof(v_arr) <> 'array' THEN
+            UPDATE batchflow.run
+               SET status = 'failed', finished_at = clock_timestamp(), current_node = k,
+                   error = format('node "%s": inputSource %s is a JSON %s, not an array',
+                                  v_node ->> 'id', v_srcname, jsonb_typeof(v_arr))
+             WHERE id = p_run;
+            PERFORM batchflow._run_finished_on_commit();
+            RETURN;
+        END IF;
+
+        n := jsonb_array_length(v_arr);
+
+        /*
+         * The limits: batchflow.max_items_per_run over all the run's loops,
+         * batchflow.max_item_size for each item (only looked for when the
+         * whole array is larger than the limit).  Reached by bf_start
+         * (p_from = 0), a limit is an error of bf_start and nothing is
+         * created; reached later by a worker, it fails the run.
+         */
+        v_msg := NULL;
+        v_limit := batchflow._setting('batchflow.max_items_per_run')::bigint;
+        v_total := n + (SELECT coalesce(sum(l.total), 0) FROM batchflow.loop l WHERE l.run_id = p_run);
+        IF v_total > v_limit THEN
+            v_msg := format('too many items for one run: node "%s" would bring the run to %s items',
+                            v_node ->> 'id', v_total);
+            v_detail := format('inputSource %s has %s items; the limit batchflow.max_items_per_run is %s items per run.',
+                               v_srcname, n, v_limit);
+            v_hint := 'Split the input over several runs, or have a superuser raise batchflow.max_items_per_run.';
+        ELSE
+            v_limit := pg_size_bytes(batchflow._setting('batchflow.max_item_size'));
+            IF pg_column_size(v_arr) > v_limit THEN
+                SELECT (e.ord - 1)::int AS idx, pg_column_size(e.value) AS size INTO v_big
+                  FROM jsonb_array_elements(v_arr) WITH ORDINALITY AS e(value, ord)
+                 WHERE pg_column_size(e.value) > v_limit
+                 LIMIT 1;
+                IF FOUND THEN
+                    v_msg := format('item %s of node "%s" is too large', v_big.idx, v_node ->> 'id');
+                    v_detail := format('The item from inputSource %s takes %s bytes; the limit batchflow.max_item_size is %s.',
+                                       v_srcname, v_big.size, pg_size_pretty(v_limit));
+                    v_hint := 'Pass large data by reference (a key or a URL) instead of inside the item, or have a superuser raise batchflow.max_item_size.';
+                END IF;
+            END IF;
+        END IF;
+        IF v_msg IS NOT NULL THEN
+            IF p_from = 0 THEN
+                RAISE EXCEPTION '%', v_msg
+                    USING ERRCODE = 'program_limit_exceeded', DETAIL = v_detail, HINT = v_hint;
+            END IF;
+            UPDATE batchflow.run
+               SET status = 'failed', finished_at = clock_timestamp(), current_node = k,
+                   error = format('%s: %s %s', v_msg, v_detail, v_hint)
+             WHERE id = p_run;
+            PERFORM batchflow._run_finished_on_commit();
+            RETURN;
+        END IF;
+
+        -- Query, keyRanges and large arrays: the workers materialise the items.
+        IF batchflow._lazy_loop(p_run, k, v_node, n, r.owner, p_from = 0) THEN
+            RETURN;
+        END IF;
+
+        -- Not now(): the previous node ended earlier in this transaction.
+        v_reached := clock_timestamp();
+        v_strategy := coalesce(v_node ->> 'errorStrategy', 'fail-fast');
+        INSERT INTO batchflow.loop (run_id, node_index, node_id, kind, node, sequential,
+                                    concurrency, error_strategy, max_retries,
+                                    retry_delay_ms, total, status, started_at, finished_at)
+        VALUES (p_run, k, v_node ->> 'id', 'loop', v_node,
+                v_node ->> 'loopType' = 'sequential',
+                coalesce((v_node ->> 'concurrency')::int, 1),
+                v_strategy,
+                coalesce((v_node ->> 'maxRetries')::int,
+                         CASE WHEN v_strategy = 'retry' THEN 3 ELSE 0 END),
+                coalesce((v_node ->> 'retryDelayMs')::int, 1000),
+                n,
+                CASE WHEN n = 0 THEN 'succeeded' ELSE 'running' END,
+                v_reached,
+                CASE WHEN n = 0 THEN v_reached END)
+        RETURNING id INTO v_lid;
+
+        IF n = 0 THEN
+            k := k + 1;
+            CONTINUE;
+        END IF;
+
+        INSERT INTO batchflow.item (loop_ref, idx, run_id, item)
+        SELECT v_lid, (e.ord - 1)::int, p_run, e.value
+          FROM jsonb_array_elements(v_arr) WITH ORDINALITY AS e(value, ord);
+        -- dependsOn: check the graph and record it (part 25).
+        IF v_node ? 'dependsOn' AND NOT batchflow._deps_start(p_run, v_lid, v_node, p_from) THEN
+            RETURN;
+        END IF;
+        UPDATE batchflow.run SET current_node = k WHERE id = p_run;
+        PERFORM batchflow._wake_on_commit();
+        RETURN;
+    END LOOP;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION batchflow._close_loop(p_loop bigint) RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    l record;
+BEGIN
+    SELECT status, finished_at INTO l FROM batchflow.loop WHERE id = p_loop;
+    IF NOT FOUND OR l.finished_at IS NOT NULL THEN
+        RETURN false;
+    END IF;
+
+    IF l.status IN ('failed', 'cancelled') THEN
+        UPDATE batchflow.item i
+           SET status = 'skipped', finished_at = clock_timestamp(), not_before = NULL
+          FROM (SELECT loop_ref, idx FROM batchflow.item
+                 WHERE loop_ref = p_loop AND status = 'pending'
+                   FOR UPDATE SKIP LOCKED) s
+         WHERE i.loop_ref = s.loop_ref AND i.idx = s.idx;
+    END IF;
+
+    SELECT * INTO l FROM batchflow.loop WHERE id = p_loop FOR UPDATE;
+    IF l.finished_at IS NOT NULL
+       OR EXISTS (SELECT 1 FROM batchflow.item
+                   WHERE loop_ref = p_loop AND status IN ('pending', 'running'))
+       -- still materialising its items (part 25)
+       OR (l.status = 'running'
+           AND EXISTS (SELECT 1 FROM batchflow.loop_fill WHERE loop_ref = p_loop)) THEN
+        RETURN false;
+    END IF;
+
+    UPDATE batchflow.loop
+       SET finished_at = clock_timestamp(),
+           status = CASE WHEN status = 'running' THEN 'succeeded' ELSE status END
+     WHERE id = p_loop;
+
+    IF l.status = 'failed' THEN
+        UPDATE batchflow.run
+           SET status = 'failed', finished_at = clock_timestamp(),
+               error = coalesce(l.error, format('loop "%s" failed', l.node_id))
+         WHERE id = l.run_id AND finished_at IS NULL;
+        PERFORM batchflow._run_finished_on_commit();
+    ELSIF l.status = 'cancelled' THEN
+        UPDATE batchflow.run
+           SET status = 'cancelled', finished_at = clock_timestamp(),
+               error = coalesce(l.error, 'cancelled')
+         WHERE id = l.run_id AND finished_at IS NULL;
+        PERFORM batchflow._run_finished_on_commit();
+    ELSE
+        PERFORM batchflow._advance(l.run_id, l.node_index + 1);
+    END IF;
+    RETURN true;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION batchflow._progress(p_run bigint)
+    RETURNS TABLE (loop_id text, status text, total bigint, completed bigint, failed bigint,
+                   active int, percent numeric, items_per_sec numeric, elapsed interval,
+                   eta interval, blocked bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT s.loop_id, s.status, s.total, s.completed, s.failed, s.active, s.percent,
+           s.items_per_sec, s.elapsed, s.eta, s.blocked
+      FROM (SELECT p.node_index, p.loop_id,
+                   -- held back by maxItemsPerSecond or maxReplicationLag (part 25)
+                   CASE WHEN p.status = 'running' AND batchflow._loop_throttled(p.loop_ref)
+                        THEN 'throttled' ELSE p.status END AS status,
+                   p.total, p.completed, p.failed,
+                   p.active, p.percent, p.items_per_sec, p.elapsed,
+                   -- still materialising: the planner's row estimate stands for the total
+                   CASE WHEN f.loop_ref IS NULL OR p.status <> 'running' THEN p.eta
+                        WHEN p.items_per_sec > 0
+                        THEN make_interval(secs => round((greatest(f.estimate, p.total::float8, 0)
+                                                          - p.completed - p.failed - p.skipped)::numeric
+                                                         / p.items_per_sec, 3)::float8)
+                   END AS eta,
+                   -- dependsOn: pending items still waiting for a dependency.
+                   CASE WHEN p.finished_at IS NULL AND l.node ? 'dependsOn'
+                        THEN (SELECT count(*) FROM batchflow.item i
+                               WHERE i.loop_ref = l.id AND i.status = 'pending' AND i.unmet > 0)
+                        ELSE 0 END AS blocked
+              FROM batchflow._progress_all p
+              JOIN batchflow.loop l ON l.id = p.loop_ref
+              LEFT JOIN batchflow.loop_fill f ON f.loop_ref = p.loop_ref
+             WHERE p.run_id = p_run AND p.kind = 'loop'
+            UNION ALL
+            SELECT (n.ord - 1)::int, n.node ->> 'id',
+                   CASE WHEN r.finished_at IS NULL THEN 'pending' ELSE 'skipped' END,
+                   CASE WHEN jsonb_typeof(n.node -> 'inputSource' -> 'static') = 'array'
+                        THEN jsonb_array_length(n.node -> 'inputSource' -> 'static')::bigint END,
+                   0::bigint, 0::bigint, 0, 0.0, NULL::numeric, NULL::interval, NULL::interval,
+                   0::bigint
+              FROM batchflow.run r
+              JOIN batchflow.workflow_version v ON v.id = r.version_id
+             CROSS JOIN LATERAL jsonb_array_elements(v.definition -> 'nodes') WITH ORDINALITY AS n(node, ord)
+             WHERE r.id = p_run
+               AND n.node ->> 'type' = 'loop'
+               AND NOT EXISTS (SELECT 1 FROM batchflow.loop l
+                                WHERE l.run_id = p_run AND l.node_id = n.node ->> 'id')) s
+     ORDER BY s.node_index
+$$;
+
+SELECT pg_catalog.pg_extension_config_dump('batchflow.loop_fill', '');

@@ -31,6 +31,7 @@
 #include "register.h"
 #include "run_limits.h"
 #include "wakeup.h"
+#include "bigbatch.h"
 
 PG_MODULE_MAGIC;
 
@@ -120,6 +121,7 @@ _PG_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = bf_shmem_startup_hook;
 
+	bf_throttle_init();
 	bf_register_launcher();
 }
 

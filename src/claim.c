@@ -43,6 +43,7 @@
 #define BF_CHILD_RUNS_SQL \
 	"coalesce(node ->> 'activity' = 'workflow'" \
 	" OR node #>> '{children,0,activity}' = 'workflow', false)"
+#include "bigbatch.h"
 
 /* Slot locks use advisory tags with field4 >= this; SQL uses 1 and 2. */
 #define BF_CAP_LOCK_BASE 16
@@ -215,6 +216,12 @@ bf_claim_under_cap(int64 loop_ref, int cap, bool sequential, bool deps,
 		LockRelease(tag, ExclusiveLock, false);
 		return BF_NO_CAP_LOCK;
 	}
+	/* A throttled loop: not yet (throttle.c); wait like a retry backoff. */
+	if (!bf_throttle_admit(loop_ref, GetCurrentTimestamp(), due))
+	{
+		LockRelease(tag, ExclusiveLock, false);
+		return BF_BACKING_OFF;
+	}
 
 	if (hint->loop_ref != loop_ref)
 	{
@@ -267,6 +274,7 @@ bf_claim_under_cap(int64 loop_ref, int cap, bool sequential, bool deps,
 		 */
 		if (strcmp(status, "running") == 0)
 		{
+			bf_throttle_refund(loop_ref);
 			LockRelease(tag, ExclusiveLock, false);
 			return BF_NOTHING_PENDING;
 		}
@@ -274,6 +282,7 @@ bf_claim_under_cap(int64 loop_ref, int cap, bool sequential, bool deps,
 		if (!isnull && DatumGetTimestampTz(nb) > now)
 		{
 			/* The next item in order is backing off: wait for it. */
+			bf_throttle_refund(loop_ref);
 			LockRelease(tag, ExclusiveLock, false);
 			*due = DatumGetTimestampTz(nb);
 			return BF_BACKING_OFF;
@@ -308,6 +317,7 @@ bf_claim_under_cap(int64 loop_ref, int cap, bool sequential, bool deps,
 	if (SPI_processed == 1)
 		return BF_CLAIMED;
 
+	bf_throttle_refund(loop_ref);
 	LockRelease(tag, ExclusiveLock, false);
 	return BF_NOTHING_PENDING;
 }
@@ -420,7 +430,8 @@ bf_claim_next_item(BfClaim *claim, TimestampTz *next_due,
 		if (SPI_execute_plan(remaining_plan, &arg, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not inspect loop " INT64_FORMAT, loop_ref);
 		remaining = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		if (isnull)
+		/* A loop still materialising its items is not finished (source_fill.c). */
+		if (isnull && !bf_loop_filling(loop_ref))
 		{
 			if (*nclose < BF_MAX_CLOSE)
 				close_list[(*nclose)++] = loop_ref;

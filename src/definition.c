@@ -32,6 +32,7 @@
 #include "activity_workflow.h"
 #include "deps.h"
 #include "definition.h"
+#include "bigbatch.h"
 
 /* Longest node id and variable name accepted. */
 #define BF_MAX_ID_LEN			63
@@ -54,8 +55,9 @@ static const char *const http_keys[] = {"id", "type", "activity", "description",
 "output", "url", "method", "headers", "body", "timeoutMs", NULL};
 static const char *const loop_keys[] = {"id", "type", "description", "loopType",
 	"concurrency", "inputSource", "errorStrategy", "maxRetries", "retryDelayMs",
-"children", "dependsOn", NULL};
-static const char *const source_keys[] = {"variable", "activity", "static", NULL};
+"maxItemsPerSecond", "maxReplicationLag", "children", "dependsOn", NULL};
+static const char *const source_keys[] = {"variable", "activity", "static",
+"query", "keyRanges", NULL};
 static const char *const http_methods[] = {"GET", "POST", "PUT", "PATCH",
 "DELETE", "HEAD", "OPTIONS", NULL};
 
@@ -462,7 +464,7 @@ check_input_source(JsonbContainer *node, const char *what, DefWalk *walk)
 	JsonbValue	v;
 	JsonbContainer *src;
 	int			found = 0;
-	const char *hint = "Use exactly one of {\"variable\": \"name\"}, {\"activity\": \"earlier_node_id\"} or {\"static\": [...]}.";
+	const char *hint = "Use exactly one of {\"variable\": \"name\"}, {\"activity\": \"earlier_node_id\"}, {\"static\": [...]}, {\"query\": \"SELECT ...\"} or {\"keyRanges\": {...}}.";
 
 	if (!get_key(node, "inputSource", &v))
 		ereport(ERROR,
@@ -492,10 +494,14 @@ check_input_source(JsonbContainer *node, const char *what, DefWalk *walk)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s: loop has %d input sources", what, found),
-				 errdetail("\"inputSource\" names more than one of \"variable\", \"activity\" and \"static\"."),
+				 errdetail("\"inputSource\" names more than one of \"variable\", \"activity\", \"static\", \"query\" and \"keyRanges\"."),
 				 errhint("%s", hint)));
 
-	if (get_key(src, "static", &v))
+	if (get_key(src, "query", &v))
+		bf_check_query_source(src, what);
+	else if (get_key(src, "keyRanges", &v))
+		bf_check_keyranges_source(src, what);
+	else if (get_key(src, "static", &v))
 	{
 		if (!is_container(&v, false))
 			ereport(ERROR,
@@ -574,6 +580,7 @@ check_loop(JsonbContainer *node, const char *what, DefWalk *walk)
 
 	check_input_source(node, what, walk);
 	bf_check_depends_on(node, what);
+	bf_check_throttles(node, what);
 
 	strategy = get_string(node, what, "errorStrategy", false,
 						  "Set \"errorStrategy\" to \"fail-fast\", \"continue\" or \"retry\".");
@@ -772,4 +779,11 @@ bf_validate_definition(Jsonb *definition)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("workflow definition: property \"nodes\" is empty"),
 				 errhint("%s", nodes_hint)));
+}
+
+/* Describe a JSON value for an error detail (for definition_bigbatch.c). */
+char *
+bf_describe_json(JsonbValue *v)
+{
+	return describe(v);
 }

@@ -26,6 +26,7 @@
 #include "utils/memutils.h"
 
 #include "batchflow.h"
+#include "bigbatch.h"
 #include "loopcache.h"
 #include "spi_util.h"
 
@@ -216,6 +217,10 @@ bf_loop_info_load(int64 loop_ref, MemoryContext cxt)
 													  SPI_tuptable->tupdesc, 1, &isnull));
 		MemoryContextSwitchTo(oldcxt);
 	}
+
+	/* Still materialising (source_fill.c): the total is not known yet. */
+	if (bf_loop_filling(loop_ref))
+		info->total = PG_INT32_MAX;
 	return info;
 }
 

@@ -28,6 +28,7 @@
 #include "batchflow.h"
 #include "short_items.h"
 #include "spi_util.h"
+#include "bigbatch.h"
 
 static SPIPlanPtr more_plan = NULL;
 static SPIPlanPtr more_ready_plan = NULL;
@@ -45,6 +46,7 @@ bf_claim_short_next(BfClaim *claim)
 	TupleDesc	id;
 	bool		isnull;
 	int32		idx;
+	TimestampTz due;
 
 	static const Oid types[2] = {INT8OID, INT4OID};
 
@@ -68,6 +70,10 @@ bf_claim_short_next(BfClaim *claim)
 				 " ORDER BY idx LIMIT 1"
 				 " FOR UPDATE SKIP LOCKED", 2, types);
 
+	/* A throttled loop's next start must wait: end the batch (throttle.c). */
+	if (!bf_throttle_admit(claim->loop->loop_ref, GetCurrentTimestamp(), &due))
+		return false;
+
 	args[0] = Int64GetDatum(claim->loop->loop_ref);
 	args[1] = Int32GetDatum(claim->idx);
 	if (SPI_execute_plan(claim->loop->has_deps ? more_ready_plan : more_plan,
@@ -75,13 +81,19 @@ bf_claim_short_next(BfClaim *claim)
 		elog(ERROR, "could not claim an item of loop " INT64_FORMAT,
 			 claim->loop->loop_ref);
 	if (SPI_processed == 0)
+	{
+		bf_throttle_refund(claim->loop->loop_ref);
 		return false;
+	}
 
 	it = SPI_tuptable->vals[0];
 	id = SPI_tuptable->tupdesc;
 	idx = DatumGetInt32(SPI_getbinval(it, id, 1, &isnull));
 	if (claim->loop->sequential && idx != claim->idx + 1)
+	{
+		bf_throttle_refund(claim->loop->loop_ref);
 		return false;			/* strict order: the next index only */
+	}
 	claim->idx = idx;
 	claim->item = SPI_getbinval(it, id, 2, &claim->item_isnull);
 	claim->attempts = DatumGetInt32(SPI_getbinval(it, id, 3, &isnull));

@@ -59,6 +59,7 @@
 #include "spi_util.h"
 #include "wakeup.h"
 #include "worker.h"
+#include "bigbatch.h"
 
 static bool warmed_up = false;
 
@@ -96,8 +97,12 @@ bf_worker_step(long *sleep_ms)
 	TimestampTz next_due = DT_NOEND;
 	bool		claimed = false;
 	bool		http = false;
+	bool		filled;
 
 	*sleep_ms = bf_poll_interval_ms;
+
+	/* Materialise items of query, array and keyRanges loops (source_fill.c). */
+	filled = bf_fill_step();
 
 	bf_txn_begin("batchflow: claiming");
 
@@ -190,7 +195,7 @@ bf_worker_step(long *sleep_ms)
 
 		*sleep_ms = Max(1, Min(*sleep_ms, ms + 1));
 	}
-	return claimed;
+	return claimed || filled;
 }
 
 /* Entry point of an item worker; main_arg is its shared-memory slot. */
@@ -240,6 +245,7 @@ bf_worker_main(Datum main_arg)
 			FlushErrorState();
 			AbortCurrentTransaction();
 			bf_http_abandon();
+			bf_fill_abandon();
 			bf_pool_publish_idle();
 			pgstat_report_activity(STATE_IDLE, NULL);
 			sleep_ms = 1000;

@@ -181,6 +181,11 @@ BEGIN
             RETURN;
         END IF;
 
+        -- Query, keyRanges and large arrays: the workers materialise the items.
+        IF batchflow._lazy_loop(p_run, k, v_node, n, r.owner, p_from = 0) THEN
+            RETURN;
+        END IF;
+
         -- Not now(): the previous node ended earlier in this transaction.
         v_reached := clock_timestamp();
         v_strategy := coalesce(v_node ->> 'errorStrategy', 'fail-fast');
@@ -250,7 +255,10 @@ BEGIN
     SELECT * INTO l FROM batchflow.loop WHERE id = p_loop FOR UPDATE;
     IF l.finished_at IS NOT NULL
        OR EXISTS (SELECT 1 FROM batchflow.item
-                   WHERE loop_ref = p_loop AND status IN ('pending', 'running')) THEN
+                   WHERE loop_ref = p_loop AND status IN ('pending', 'running'))
+       -- still materialising its items (part 25)
+       OR (l.status = 'running'
+           AND EXISTS (SELECT 1 FROM batchflow.loop_fill WHERE loop_ref = p_loop)) THEN
         RETURN false;
     END IF;
 

@@ -36,6 +36,8 @@ SELECT pg_catalog.pg_extension_config_dump('batchflow.item_dep', '');
 SELECT pg_catalog.pg_extension_config_dump('batchflow.loop_progress', '');
 SELECT pg_catalog.pg_extension_config_dump('batchflow.progress_counter', '');
 SELECT pg_catalog.pg_extension_config_dump('batchflow.pruned_run', '');
+-- Big batches (part 25): how far each loop's materialisation got.
+SELECT pg_catalog.pg_extension_config_dump('batchflow.loop_fill', '');
 
 -- Is the current statement a restore's load of table `tbl` (COPY or INSERT
 -- sent by pg_restore or psql), rather than the engine writing it?

@@ -36,7 +36,7 @@ SELECT has_schema('batchflow');
 
 SELECT tables_are('batchflow', ARRAY[
     'workflow', 'workflow_version', 'run', 'loop', 'item', 'item_error',
-    'loop_progress', 'progress_counter', 'pruned_run', 'item_dep']);
+    'loop_progress', 'progress_counter', 'pruned_run', 'item_dep', 'loop_fill']);
 SELECT has_table('batchflow', 'workflow', 'table batchflow.workflow exists');
 SELECT has_table('batchflow', 'workflow_version', 'table batchflow.workflow_version exists');
 SELECT has_table('batchflow', 'run', 'table batchflow.run exists');

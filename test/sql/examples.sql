@@ -47,13 +47,24 @@ SELECT count(*) AS migrated_items
   FROM batchflow.items i JOIN example_migration.customer c ON c.id = (i.output)::int
  WHERE i.run_id = :run AND i.loop_id = 'migrate' AND i.status = 'succeeded';
 
+-- 4. Backfill: a keyRanges loop over the accounts table (40,000 rows here;
+-- 1,000,000 by default), every row filled exactly once.
+\set rows 40000
+\i examples/backfill.sql
+SELECT count(*) FILTER (WHERE domain IS NULL) AS unfilled,
+       count(*) FILTER (WHERE domain = split_part(email, '@', 2)) AS filled
+  FROM example_backfill.accounts;
+SELECT count(*) AS ranges, count(*) FILTER (WHERE item ->> 'to' IS NULL) AS open_ended
+  FROM batchflow.items WHERE run_id = :run;
+
 -- Clean up.
 SET client_min_messages = warning;
-DROP SCHEMA example_email, example_build, example_migration CASCADE;
+DROP SCHEMA example_email, example_build, example_migration, example_backfill CASCADE;
 RESET client_min_messages;
 DELETE FROM batchflow.run
  WHERE version_id IN (SELECT id FROM batchflow.workflow_version
                        WHERE workflow IN ('example_bulk_email', 'example_package_build',
-                                          'example_data_migration'));
+                                          'example_data_migration', 'example_backfill'));
 DELETE FROM batchflow.workflow
- WHERE name IN ('example_bulk_email', 'example_package_build', 'example_data_migration');
+ WHERE name IN ('example_bulk_email', 'example_package_build', 'example_data_migration',
+                'example_backfill');
