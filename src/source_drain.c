@@ -6,9 +6,11 @@
  *	  them, as jsonb items, to the item worker that started it through a
  *	  shared-memory queue (source_fill.c commits them in chunks).
  *
- *	  The whole read is one transaction and one portal, so every row comes
- *	  from the one snapshot taken when the drainer starts, right after the
- *	  loop's start; memory stays flat (rows are fetched 1000 at a time).
+ *	  The loop's source is read in a short transaction first (so that no
+ *	  lock on batchflow's tables is held while streaming).  A query is then
+ *	  read in one transaction and one portal, so every row comes from the
+ *	  one snapshot taken right after the loop's start; memory stays flat
+ *	  (rows are fetched 1000 at a time).  An array is streamed from the copy.
  *	  A query runs as the run's owner in a security-restricted operation,
  *	  with $1 = the run's variables, with synchronize_seqscans off so that a
  *	  re-read after a crash meets the rows in the same order.  Rows already
@@ -191,17 +193,41 @@ bf_drain_array(Datum array, int64 skip)
 	}
 }
 
-/* Read the loop's source and stream it (inside SPI and a transaction). */
+/* What the drainer reads of its loop before it starts streaming. */
+typedef struct BfDrainSource
+{
+	bool		found;
+	bool		is_query;
+	char	   *query;
+	int64		run_id;
+	Oid			owner;
+	Datum		vars;			/* jsonb, for $1 */
+	Datum		array;			/* jsonb, or 0 when NULL */
+} BfDrainSource;
+
+/*
+ * Read the loop's source in a short transaction of its own, copying what is
+ * needed into TopMemoryContext: the drainer then holds no lock on
+ * batchflow's tables while it streams, so DDL on them (ALTER EXTENSION) is
+ * never queued behind it while the workers that consume its rows wait
+ * behind that DDL.
+ */
 static void
-bf_drain_run(int64 loop_ref, int64 skip)
+bf_drain_read(int64 loop_ref, BfDrainSource *src)
 {
 	Datum		arg = Int64GetDatum(loop_ref);
 	Oid			argtype = INT8OID;
 	HeapTuple	tup;
 	TupleDesc	desc;
 	bool		isnull;
-	char	   *kind;
+	MemoryContext oldcxt;
 
+	memset(src, 0, sizeof(*src));
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
 	if (SPI_execute_with_args("SELECT f.kind, f.source ->> 'query', f.run_id, r.owner, r.vars,"
 							  "       CASE f.source ->> 'from'"
 							  "            WHEN 'vars' THEN r.vars -> (f.source ->> 'name')"
@@ -213,24 +239,64 @@ bf_drain_run(int64 loop_ref, int64 skip)
 							  " WHERE f.loop_ref = $1",
 							  1, &argtype, &arg, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the source of loop " INT64_FORMAT, loop_ref);
-	if (SPI_processed == 0)
+	if (SPI_processed == 1)
+	{
+		tup = SPI_tuptable->vals[0];
+		desc = SPI_tuptable->tupdesc;
+		oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+		src->found = true;
+		src->is_query = strcmp(SPI_getvalue(tup, desc, 1), "query") == 0;
+		src->query = src->is_query ? SPI_getvalue(tup, desc, 2) : NULL;
+		src->run_id = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+		src->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 4, &isnull));
+		if (src->is_query)
+			src->vars = PointerGetDatum(DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 5, &isnull)));
+		else
+		{
+			Datum		d = SPI_getbinval(tup, desc, 6, &isnull);
+
+			src->array = isnull ? (Datum) 0 : PointerGetDatum(DatumGetJsonbPCopy(d));
+		}
+		MemoryContextSwitchTo(oldcxt);
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+/*
+ * Stream the loop's rows: a query in a transaction of its own (one
+ * snapshot, one portal), an array from the copy read by bf_drain_read.
+ */
+static void
+bf_drain_run(int64 loop_ref, int64 skip)
+{
+	BfDrainSource src;
+
+	bf_drain_read(loop_ref, &src);
+	if (!src.found)
 		return;					/* done or deleted meanwhile */
-	tup = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-	kind = SPI_getvalue(tup, desc, 1);
-	if (strcmp(kind, "query") == 0)
-		bf_drain_query(SPI_getvalue(tup, desc, 2), SPI_getbinval(tup, desc, 5, &isnull),
-					   DatumGetObjectId(SPI_getbinval(tup, desc, 4, &isnull)),
-					   DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull)), skip);
+	if (src.is_query)
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, "batchflow: reading the items of a loop");
+		bf_drain_query(src.query, src.vars, src.owner, src.run_id, skip);
+		SPI_finish();
+		PopActiveSnapshot();
+		AbortCurrentTransaction();	/* read only */
+	}
 	else
 	{
-		Datum		array = SPI_getbinval(tup, desc, 6, &isnull);
-
-		if (isnull)
+		if (src.array == (Datum) 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("the input source is no longer an array")));
-		bf_drain_array(array, skip);
+		pgstat_report_activity(STATE_RUNNING, "batchflow: reading the items of a loop");
+		bf_drain_array(src.array, skip);
 	}
 	(void) bf_drain_send(BF_DRAIN_DONE, NULL, 0, true);
 }
@@ -258,13 +324,6 @@ bf_drain_main(Datum main_arg)
 	bf_worker_pin_search_path();
 	pgstat_report_appname("batchflow drain");
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "batchflow: reading the items of a loop");
-
 	PG_TRY();
 	{
 		bf_drain_run(hdr->loop_ref, hdr->skip);
@@ -287,9 +346,5 @@ bf_drain_main(Datum main_arg)
 		proc_exit(0);
 	}
 	PG_END_TRY();
-
-	SPI_finish();
-	PopActiveSnapshot();
-	AbortCurrentTransaction();	/* read only */
 	proc_exit(0);
 }

@@ -45,6 +45,18 @@ ok( $node->poll_query_until(
 SELECT f.next_idx >= $n * 0.15 AND (SELECT count(*) FROM sink) > 0
   FROM batchflow.loop_fill f WHERE f.run_id = $run}),
 	'materialisation is under way and items are executing');
+# The drainer holds the query's snapshot but no lock on batchflow's tables:
+# DDL on them (ALTER EXTENSION UPDATE) must not queue behind it while the
+# workers that take its rows queue behind that DDL.
+is( $node->safe_psql(
+		'postgres', q{
+SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+ WHERE a.backend_type = 'batchflow drain'
+   AND l.relation IN (SELECT oid FROM pg_class WHERE relnamespace = 'batchflow'::regnamespace)}),
+	'0', 'the drainer holds no lock on batchflow tables while it streams');
+is( $node->safe_psql(
+		'postgres', q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'batchflow drain'}),
+	'1', 'one drainer streams the rows');
 my $before = $node->safe_psql('postgres',
 	"SELECT next_idx FROM batchflow.loop_fill WHERE run_id = $run");
 cmp_ok($before, '<', $n * 0.7, "still materialising when the server stops ($before rows in)");
