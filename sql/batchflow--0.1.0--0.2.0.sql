@@ -1535,3 +1535,13 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 SELECT pg_catalog.pg_extension_config_dump('batchflow.loop_fill', '');
+-- Every database (issue 13): the workers serve every database with the
+-- extension; the install and update scripts tell them at commit
+-- (sql/parts/80_databases.sql).  Other sections may follow this one: the
+-- call only takes effect when the update commits.
+CREATE FUNCTION batchflow._database_ready() RETURNS void
+    LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'bf_sql_database_ready';
+COMMENT ON FUNCTION batchflow._database_ready() IS 'Internal: at commit, tell the workers that this database has the extension (or warn that none serves it)';
+REVOKE ALL ON FUNCTION batchflow._database_ready() FROM PUBLIC;
+
+SELECT batchflow._database_ready();

@@ -32,10 +32,12 @@
 #include "utils/wait_event.h"
 
 #include "batchflow.h"
+#include "databases.h"
 #include "input_check.h"
 #include "pool.h"
 #include "security.h"
 #include "spi_util.h"
+#include "version_check.h"
 
 /* bf_start's statements, prepared once per session. */
 static SPIPlanPtr start_lookup_plan = NULL;
@@ -89,6 +91,7 @@ bf_start(PG_FUNCTION_ARGS)
 				 errmsg("workflow name must not be null"),
 				 errhint("Pass the name given to bf_register.")));
 	name = PG_GETARG_TEXT_PP(0);
+	bf_check_sql_version();
 	if (PG_ARGISNULL(1))
 		input = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
 	else
@@ -156,6 +159,7 @@ bf_start(PG_FUNCTION_ARGS)
 
 	SPI_finish();
 	bf_restore_user(&saved);
+	bf_warn_if_unserved("this run");
 	PG_RETURN_INT64(run_id);
 }
 
@@ -194,6 +198,7 @@ bf_wait(PG_FUNCTION_ARGS)
 	text	   *result;
 	bool		started_here;
 	ConditionVariable *cv;
+	bool		first = true;
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
@@ -219,6 +224,7 @@ bf_wait(PG_FUNCTION_ARGS)
 				 errdetail("Such a transaction would never see the run finish."),
 				 errhint("Call bf_wait in a READ COMMITTED transaction.")));
 
+	bf_check_sql_version();
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_us / 1000);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -242,6 +248,9 @@ bf_wait(PG_FUNCTION_ARGS)
 		status = bf_run_status(run_id);
 		if (bf_status_is_final(status))
 			break;
+		if (first)
+			bf_error_if_unserved(run_id);
+		first = false;
 		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
 		if (remaining <= 0)
 			break;
@@ -290,6 +299,7 @@ bf_cancel(PG_FUNCTION_ARGS)
 	char	   *status;
 	BfSavedUser saved;
 
+	bf_check_sql_version();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	bf_become_admin(&saved);
@@ -355,6 +365,7 @@ bf_retry(PG_FUNCTION_ARGS)
 	BfSavedUser saved;
 	int64		requeued;
 
+	bf_check_sql_version();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	bf_become_admin(&saved);

@@ -24,6 +24,7 @@
 
 #include "batchflow.h"
 #include "activity_http.h"
+#include "databases.h"
 #include "launcher.h"
 #include "pool.h"
 #include "progress.h"
@@ -99,10 +100,10 @@ _PG_init(void)
 
 	/* Postmaster-only settings: they size the pool and its shared memory. */
 	DefineCustomStringVariable("batchflow.database_name",
-							   "Database whose batchflow runs the workers execute.",
-							   NULL,
+							   "The one database whose batchflow runs the workers execute; empty for every database.",
+							   "Empty (the default): every database in which the extension is installed is served, from one pool of batchflow.max_workers workers.",
 							   &bf_database_name,
-							   "postgres",
+							   "",
 							   PGC_POSTMASTER, 0,
 							   NULL, NULL, NULL);
 
@@ -114,6 +115,8 @@ _PG_init(void)
 							PGC_POSTMASTER, 0,
 							NULL, NULL, NULL);
 
+	bf_databases_define_gucs();
+
 	MarkGUCPrefixReserved("batchflow");
 
 	prev_shmem_request_hook = shmem_request_hook;
@@ -123,6 +126,7 @@ _PG_init(void)
 
 	bf_throttle_init();
 	bf_register_launcher();
+	bf_database_hook_install();
 }
 
 /* Chain to the previous hook, then reserve batchflow's shared memory. */
@@ -134,6 +138,7 @@ bf_shmem_request_hook(void)
 	RequestAddinShmemSpace(bf_pool_shmem_size());
 	bf_progress_shmem_request();
 	RequestAddinShmemSpace(bf_wakeup_shmem_size());
+	bf_databases_shmem_request();
 }
 
 /* Chain to the previous hook, then attach to (or create) batchflow's state. */
@@ -145,6 +150,7 @@ bf_shmem_startup_hook(void)
 	bf_pool_shmem_startup();
 	bf_progress_shmem_startup();
 	bf_wakeup_shmem_startup();
+	bf_databases_shmem_startup();
 }
 
 /*

@@ -56,15 +56,21 @@ static bool bf_rebuild_wanted(bool *all);
 static void bf_rebuild_counters(bool all);
 
 /*
- * The launcher's periodic check of the counters (called from bf_sweep,
- * outside a transaction, once the batchflow schema exists).
+ * The periodic check of the counters of this database (called from its
+ * sweep, outside a transaction, once the batchflow schema exists).
+ * force_all: rebuild every open loop's, as after a start (the first visit
+ * of a database: db_sweep.c).
  */
 void
-bf_counter_rebuild_sweep(void)
+bf_counter_rebuild_sweep(bool force_all)
 {
 	bool		all;
 
-	if (bf_progress_exists() && bf_rebuild_wanted(&all))
+	if (!bf_progress_exists())
+		return;
+	if (force_all)
+		bf_rebuild_counters(true);
+	else if (bf_rebuild_wanted(&all))
 		bf_rebuild_counters(all);
 }
 
@@ -171,7 +177,7 @@ bf_rebuild_counters(bool all)
 	PG_END_TRY();
 
 	bf_progress_rebuild_end(all, false);
-	if (all)
+	if (all && n > 0)
 		ereport(LOG,
 				(errmsg("batchflow rebuilt the progress counters of %d open loops", n)));
 }

@@ -13,6 +13,6 @@
 
 #include "postgres.h"
 
-extern void bf_counter_rebuild_sweep(void);
+extern void bf_counter_rebuild_sweep(bool force_all);
 
 #endif							/* BATCHFLOW_COUNTER_REBUILD_H */

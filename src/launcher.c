@@ -1,20 +1,24 @@
 /*-------------------------------------------------------------------------
  *
  * launcher.c
- *	  The launcher: a background worker started by the postmaster that
- *	  keeps the pool of batchflow.max_workers item workers alive for the
- *	  database batchflow.database_name, and sweeps up after crashes.
+ *	  The launcher: a background worker started by the postmaster,
+ *	  connected to no database, that shares the pool of
+ *	  batchflow.max_workers item workers out among the databases that have
+ *	  the extension (every database, or the one batchflow.database_name
+ *	  names).
  *
+ *	  A background worker connects to one database for life, so each item
+ *	  worker is started for one database, in a slot lent to that database
+ *	  (databases.c decides which), and exits when it hands the slot back.
  *	  Item workers are dynamic background workers that never restart on
  *	  their own (BGW_NEVER_RESTART) and notify the launcher when they stop;
- *	  the launcher starts a replacement, at most once a second per slot.
- *	  When no background worker slot is free it says so with a warning and
- *	  a hint, and tries again later.
+ *	  the launcher lends the slot again at once.  When no background worker
+ *	  slot is free it says so with a warning and a hint, and tries again
+ *	  later.  It wakes when work commits in a database that has no idle
+ *	  worker, when a worker stops, and every poll interval.
  *
- *	  On its first start after the server started (or crashed), the launcher
- *	  returns items whose claim was interrupted to the queue.  Every poll
- *	  interval it closes loops that have nothing left to execute, which
- *	  covers a crash between an item's commit and the closing of its loop.
+ *	  The sweeps after crashes (re-queueing interrupted items, closing
+ *	  loops) are made in each database by its own workers (db_sweep.c).
  *
  * IDENTIFICATION
  *	  src/launcher.c
@@ -42,20 +46,17 @@
 #include "utils/wait_event.h"
 
 #include "batchflow.h"
-#include "counter_rebuild.h"
-#include "history_prune.h"
+#include "databases.h"
 #include "launcher.h"
 #include "pool.h"
-#include "run.h"
-#include "security.h"
-#include "spi_util.h"
+#include "worker.h"
 
 static volatile sig_atomic_t got_sigterm = false;
 
 static void bf_launcher_sigterm(SIGNAL_ARGS);
-static bool bf_start_worker(int slotno, BackgroundWorkerHandle **handle);
-static void bf_keep_pool(BackgroundWorkerHandle **handles, TimestampTz *last_start);
-static void bf_sweep(bool recover);
+static bool bf_start_worker(int slotno, Oid dboid, BackgroundWorkerHandle **handle);
+static void bf_serve_databases(BackgroundWorkerHandle **handles, bool *alive,
+							   BfStartOrder *orders);
 static void bf_stop_pool(BackgroundWorkerHandle **handles);
 
 /* Register the launcher with the postmaster (from _PG_init). */
@@ -86,9 +87,12 @@ bf_launcher_sigterm(SIGNAL_ARGS)
 	errno = save_errno;
 }
 
-/* Start the item worker for one slot; false if the postmaster has no room. */
+/*
+ * Start the item worker for slot slotno in database dboid; false if the
+ * postmaster has no room.
+ */
 static bool
-bf_start_worker(int slotno, BackgroundWorkerHandle **handle)
+bf_start_worker(int slotno, Oid dboid, BackgroundWorkerHandle **handle)
 {
 	BackgroundWorker worker;
 
@@ -101,16 +105,21 @@ bf_start_worker(int slotno, BackgroundWorkerHandle **handle)
 	snprintf(worker.bgw_name, BGW_MAXLEN, "batchflow worker %d", slotno);
 	snprintf(worker.bgw_type, BGW_MAXLEN, "batchflow worker");
 	worker.bgw_main_arg = Int32GetDatum(slotno);
+	memcpy(worker.bgw_extra, &dboid, sizeof(Oid));
 	worker.bgw_notify_pid = MyProcPid;
 	return RegisterDynamicBackgroundWorker(&worker, handle);
 }
 
-/* Start a worker for every slot that has none, at most once a second each. */
+/*
+ * One round: see which workers are gone, let databases.c share the pool
+ * out, and start the workers it orders.
+ */
 static void
-bf_keep_pool(BackgroundWorkerHandle **handles, TimestampTz *last_start)
+bf_serve_databases(BackgroundWorkerHandle **handles, bool *alive,
+				   BfStartOrder *orders)
 {
 	static bool warned = false;
-	TimestampTz now = GetCurrentTimestamp();
+	int			norders;
 
 	for (int i = 0; i < bf_pool_nslots(); i++)
 	{
@@ -118,34 +127,35 @@ bf_keep_pool(BackgroundWorkerHandle **handles, TimestampTz *last_start)
 		BfWorkerView w;
 
 		if (handles[i] != NULL &&
-			GetBackgroundWorkerPid(handles[i], &pid) != BGWH_STOPPED)
-			continue;
-
-		/* A worker of an earlier launcher may still serve this slot. */
-		if (bf_pool_read(i, &w) && kill(w.pid, 0) == 0)
-			continue;
-
-		if (!TimestampDifferenceExceeds(last_start[i], now, 1000))
-			continue;
-		last_start[i] = now;
-		if (handles[i] != NULL)
+			GetBackgroundWorkerPid(handles[i], &pid) == BGWH_STOPPED)
 		{
 			pfree(handles[i]);
 			handles[i] = NULL;
 		}
-		if (!bf_start_worker(i, &handles[i]))
-		{
-			handles[i] = NULL;
-			if (!warned)
-				ereport(WARNING,
-						(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-						 errmsg("batchflow could not start item worker %d: no background worker slot is free", i),
-						 errdetail("batchflow.max_workers is %d; the launcher will keep trying.",
-								   bf_max_workers),
-						 errhint("Raise max_worker_processes (it must leave room for batchflow.max_workers + 1 and any other background workers) and restart the server.")));
-			warned = true;
-			break;
-		}
+		alive[i] = handles[i] != NULL;
+
+		/* A worker of an earlier launcher may still serve this slot. */
+		if (!alive[i] && bf_pool_read(i, &w) && kill(w.pid, 0) == 0)
+			alive[i] = true;
+	}
+
+	norders = bf_db_balance(alive, orders, !bf_every_database());
+	for (int k = 0; k < norders; k++)
+	{
+		int			slot = orders[k].slotno;
+
+		if (bf_start_worker(slot, orders[k].dboid, &handles[slot]))
+			continue;
+		handles[slot] = NULL;
+		bf_db_slot_released(slot);
+		if (!warned)
+			ereport(WARNING,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("batchflow could not start item worker %d: no background worker slot is free", slot),
+					 errdetail("batchflow.max_workers is %d; the launcher will keep trying.",
+							   bf_max_workers),
+					 errhint("Raise max_worker_processes (it must leave room for batchflow.max_workers + 1 and any other background workers) and restart the server.")));
+		warned = true;
 	}
 }
 
@@ -158,72 +168,40 @@ bf_stop_pool(BackgroundWorkerHandle **handles)
 			TerminateBackgroundWorker(handles[i]);
 }
 
-/*
- * Re-queue items whose claim no live worker holds (after a restart: every
- * claim), then close loops that have nothing left to execute, each in a
- * transaction of its own; wake the workers after a restart (recover).
- */
-static void
-bf_sweep(bool recover)
-{
-	int64	   *ids = NULL;
-	int			n = 0;
-	MemoryContext cxt = CurrentMemoryContext;
-
-	bf_txn_begin("batchflow: sweeping");
-	if (!OidIsValid(get_namespace_oid("batchflow", true)))
-	{
-		bf_txn_end();
-		pgstat_report_activity(STATE_IDLE, NULL);
-		return;
-	}
-	bf_requeue_orphans();
-	ids = bf_loops_to_close(cxt, &n);
-	bf_txn_end();
-
-	for (int i = 0; i < n; i++)
-	{
-		bf_txn_begin("batchflow: closing loop");
-		(void) bf_loop_try_close(ids[i]);
-		bf_txn_end();
-	}
-	if (recover || n > 0)
-		bf_wake_workers();
-	bf_counter_rebuild_sweep();
-	bf_history_prune_sweep();
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
-}
-
 /* Entry point of the launcher. */
 void
 bf_launcher_main(Datum main_arg)
 {
 	BackgroundWorkerHandle **handles;
-	TimestampTz *last_start;
-	MemoryContext sweep_cxt;
-	bool		recover;
+	bool	   *alive;
+	BfStartOrder *orders;
+	MemoryContext round_cxt;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, bf_launcher_sigterm);
 	BackgroundWorkerUnblockSignals();
 
-	BackgroundWorkerInitializeConnection(bf_database_name, NULL, 0);
-	bf_worker_pin_search_path();
+	/* No database: the launcher reads only the shared catalogs. */
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 	pgstat_report_appname("batchflow launcher");
-
-	recover = !bf_pool_recovered();
+	bf_db_set_launcher(MyLatch);
 
 	handles = MemoryContextAllocZero(TopMemoryContext,
 									 sizeof(BackgroundWorkerHandle *) * bf_pool_nslots());
-	last_start = MemoryContextAllocZero(TopMemoryContext,
-										sizeof(TimestampTz) * bf_pool_nslots());
-	sweep_cxt = AllocSetContextCreate(TopMemoryContext, "batchflow sweep",
+	alive = MemoryContextAllocZero(TopMemoryContext, sizeof(bool) * bf_pool_nslots());
+	orders = MemoryContextAllocZero(TopMemoryContext,
+									sizeof(BfStartOrder) * bf_pool_nslots());
+	round_cxt = AllocSetContextCreate(TopMemoryContext, "batchflow launcher round",
 									  ALLOCSET_DEFAULT_SIZES);
 
-	ereport(LOG,
-			(errmsg("batchflow launcher started for database \"%s\" with %d workers",
-					bf_database_name, bf_max_workers)));
+	if (bf_every_database())
+		ereport(LOG,
+				(errmsg("batchflow launcher started: %d workers for every database with the extension",
+						bf_max_workers)));
+	else
+		ereport(LOG,
+				(errmsg("batchflow launcher started: %d workers for database \"%s\"",
+						bf_max_workers, bf_database_name)));
 
 	while (!got_sigterm)
 	{
@@ -234,26 +212,23 @@ bf_launcher_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		bf_keep_pool(handles, last_start);
-
-		MemoryContextSwitchTo(sweep_cxt);
+		MemoryContextSwitchTo(round_cxt);
 		PG_TRY();
 		{
-			bf_sweep(recover);
-			if (recover)
-				bf_pool_set_recovered();
-			recover = false;
+			bf_launcher_find_databases();
 		}
 		PG_CATCH();
 		{
-			MemoryContextSwitchTo(sweep_cxt);
+			MemoryContextSwitchTo(round_cxt);
 			EmitErrorReport();
 			FlushErrorState();
 			AbortCurrentTransaction();
 		}
 		PG_END_TRY();
 		MemoryContextSwitchTo(TopMemoryContext);
-		MemoryContextReset(sweep_cxt);
+		MemoryContextReset(round_cxt);
+
+		bf_serve_databases(handles, alive, orders);
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 bf_poll_interval_ms, PG_WAIT_EXTENSION);
@@ -261,6 +236,7 @@ bf_launcher_main(Datum main_arg)
 	}
 
 	bf_stop_pool(handles);
+	bf_db_set_launcher(NULL);
 	ereport(LOG, (errmsg("batchflow launcher shutting down")));
 
 	/*

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * launcher.h
- *	  The launcher (launcher.c).
+ *	  The launcher (launcher.c) and how it finds the databases to serve
+ *	  (launcher_db.c).
  *
  * IDENTIFICATION
  *	  src/launcher.h
@@ -15,5 +16,8 @@
 
 extern void bf_register_launcher(void);
 extern PGDLLEXPORT void bf_launcher_main(Datum main_arg);
+
+/* launcher_db.c */
+extern void bf_launcher_find_databases(void);
 
 #endif							/* BATCHFLOW_LAUNCHER_H */

@@ -41,6 +41,7 @@
 #include "utils/timestamp.h"
 
 #include "batchflow.h"
+#include "databases.h"
 #include "pool.h"
 #include "wakeup.h"
 
@@ -58,11 +59,11 @@ typedef struct BfWorkerSlot
 	int32		idx;
 	TimestampTz started_at;
 	int32		nactive;
+	Oid			dboid;			/* the database the worker serves */
 } BfWorkerSlot;
 
 typedef struct BfPoolShared
 {
-	bool		recovered;		/* launcher ran the after-restart recovery */
 	ConditionVariable run_done_cv;	/* broadcast when a run finishes */
 	int			nslots;
 	BfWorkerSlot slots[FLEXIBLE_ARRAY_MEMBER];
@@ -147,8 +148,32 @@ bf_pool_read(int slotno, BfWorkerView *view)
 	view->idx = slot->idx;
 	view->started_at = slot->started_at;
 	view->nactive = slot->nactive;
+	view->dboid = slot->dboid;
 	SpinLockRelease(&slot->mutex);
 	return view->pid != 0;
+}
+
+/*
+ * Copy worker slot slotno into *view; false if no worker serves it or its
+ * worker serves another database than this process's.
+ */
+bool
+bf_pool_read_here(int slotno, BfWorkerView *view)
+{
+	return bf_pool_read(slotno, view) && view->dboid == MyDatabaseId;
+}
+
+/* Record the database this worker serves (before it connects). */
+void
+bf_pool_set_database(Oid dboid)
+{
+	volatile BfWorkerSlot *slot = my_slot;
+
+	if (slot == NULL)
+		return;
+	SpinLockAcquire(&slot->mutex);
+	slot->dboid = dboid;
+	SpinLockRelease(&slot->mutex);
 }
 
 /* This process's worker slot number, or -1 if it is not an item worker. */
@@ -219,6 +244,7 @@ bf_pool_detach(int code, Datum arg)
 	slot->latch = NULL;
 	slot->run_id = 0;
 	slot->nactive = 0;
+	slot->dboid = InvalidOid;
 	SpinLockRelease(&slot->mutex);
 	my_slot = NULL;
 	my_slotno = -1;
@@ -274,21 +300,6 @@ bf_pool_publish_idle(void)
 	SpinLockRelease(&slot->mutex);
 }
 
-/* Has the launcher run the after-restart recovery for this shared memory? */
-bool
-bf_pool_recovered(void)
-{
-	return BfPool != NULL && BfPool->recovered;
-}
-
-/* The launcher ran the recovery (only the launcher writes the flag). */
-void
-bf_pool_set_recovered(void)
-{
-	if (BfPool != NULL)
-		BfPool->recovered = true;
-}
-
 /* The condition variable broadcast when a run finishes, or NULL. */
 ConditionVariable *
 bf_pool_run_done_cv(void)
@@ -298,11 +309,13 @@ bf_pool_run_done_cv(void)
 
 /*
  * Wake every idle item worker of this database (busy ones look for work
- * as soon as their item commits; see wakeup.c).
+ * as soon as their item commits; see wakeup.c), and make sure the database
+ * has a worker at all (databases.c).
  */
 void
 bf_wake_workers(void)
 {
+	bf_db_note_work(MyDatabaseId);
 	bf_wake_all_idle();
 }
 
@@ -367,10 +380,15 @@ bf_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (wake_pending)
 				bf_wake_workers();
-			else if (wake_direct > 0)
-				bf_wake_idle(wake_direct, BF_WAKE_DIRECT);
-			else if (wake_leads > 0)
-				bf_wake_idle(wake_leads, BF_WAKE_LEAD);
+			else if (wake_direct > 0 || wake_leads > 0)
+			{
+				/* A database with no idle worker asks the launcher for one. */
+				bf_db_note_work(MyDatabaseId);
+				if (wake_direct > 0)
+					bf_wake_idle(wake_direct, BF_WAKE_DIRECT);
+				else
+					bf_wake_idle(wake_leads, BF_WAKE_LEAD);
+			}
 			if (runs_done_pending && BfPool != NULL)
 				ConditionVariableBroadcast(&BfPool->run_done_cv);
 			wake_pending = runs_done_pending = false;
@@ -422,7 +440,7 @@ bf_active_items(PG_FUNCTION_ARGS)
 		Datum		values[5];
 		bool		nulls[5] = {false, false, false, false, false};
 
-		if (!bf_pool_read(i, &w) || w.run_id == 0)
+		if (!bf_pool_read_here(i, &w) || w.run_id == 0)
 			continue;
 		values[0] = Int32GetDatum(w.pid);
 		values[1] = Int64GetDatum(w.run_id);

@@ -2,8 +2,8 @@
  *
  * pool.h
  *	  The worker pool's shared memory (pool.c): one worker slot per item
- *	  worker (who serves it, its latch, what it executes right now), the
- *	  after-restart flag and the condition variable bf_wait sleeps on.
+ *	  worker (who serves it, in which database, its latch, what it executes
+ *	  right now), and the condition variable bf_wait sleeps on.
  *	  Only pool.c touches the structure; everyone else copies a slot out
  *	  with bf_pool_read.
  *
@@ -29,6 +29,7 @@ typedef struct BfWorkerView
 	int32		idx;			/* -1: an HTTP batch */
 	TimestampTz started_at;
 	int32		nactive;		/* items executing (an HTTP batch has many) */
+	Oid			dboid;			/* the database the worker serves */
 } BfWorkerView;
 
 extern Size bf_pool_shmem_size(void);
@@ -36,18 +37,16 @@ extern void bf_pool_shmem_startup(void);
 extern bool bf_pool_exists(void);
 extern int	bf_pool_nslots(void);
 extern bool bf_pool_read(int slotno, BfWorkerView *view);
+extern bool bf_pool_read_here(int slotno, BfWorkerView *view);
 extern int	bf_pool_my_slot(void);
 
 /* The item worker's own slot (worker.c, http_batch.c). */
 extern void bf_pool_attach(int slotno);
+extern void bf_pool_set_database(Oid dboid);
 extern void bf_pool_publish_item(int64 run_id, int64 loop_ref, int32 idx,
 								 TimestampTz started_at);
 extern void bf_pool_publish_batch(int64 run_id, int64 loop_ref, int nactive);
 extern void bf_pool_publish_idle(void);
-
-/* The launcher's after-restart recovery. */
-extern bool bf_pool_recovered(void);
-extern void bf_pool_set_recovered(void);
 
 /* Waking workers and bf_wait sleepers. */
 extern void bf_wake_workers(void);

@@ -28,6 +28,7 @@
 #include "postgres.h"
 
 #include "access/transam.h"
+#include "miscadmin.h"
 #include "port/atomics.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
@@ -36,6 +37,7 @@
 #include "utils/timestamp.h"
 
 #include "batchflow.h"
+#include "pool.h"
 #include "progress_shared.h"
 
 #define BF_PROGRESS_TRANCHE "batchflow progress"
@@ -74,6 +76,7 @@ typedef struct BfRateSample
 typedef struct BfTrackedLoop
 {
 	int64		loop_ref;		/* 0: free */
+	Oid			dboid;			/* the database of the loop */
 	uint64		done;			/* items finished since tracked */
 	TimestampTz last_commit;
 	TimestampTz last_notify;
@@ -405,7 +408,10 @@ bf_pending_abort(int slotno, bool flushed_now)
 	LWLockRelease(PendingLock(slotno));
 }
 
-/* Discard every worker's pending counts of the given loops (all, for n < 0). */
+/*
+ * Discard the pending counts of the given loops (all, for n < 0) of every
+ * worker of this database (loop ids are per database).
+ */
 void
 bf_pending_discard(const int64 *loops, int n)
 {
@@ -413,6 +419,10 @@ bf_pending_discard(const int64 *loops, int n)
 	{
 		BfPendingCounts *pc = &BfProgress->slots[s];
 		int			keep = 0;
+		BfWorkerView w;
+
+		if (bf_pool_read(s, &w) && w.dboid != MyDatabaseId)
+			continue;
 
 		LWLockAcquire(PendingLock(s), LW_EXCLUSIVE);
 		for (int i = 0; i < pc->npending; i++)
@@ -535,13 +545,15 @@ bf_tracked_loop(int64 loop_ref, bool create)
 	BfTrackedLoop *victim = NULL;
 
 	/* A worker mostly asks for the loop it asked for last: look there first. */
-	if (BfProgress->loops[hint].loop_ref == loop_ref)
+	if (BfProgress->loops[hint].loop_ref == loop_ref &&
+		BfProgress->loops[hint].dboid == MyDatabaseId)
 		return &BfProgress->loops[hint];
 	for (int i = 0; i < BF_TRACKED_LOOPS; i++)
 	{
 		BfTrackedLoop *t = &BfProgress->loops[i];
 
-		if (t->loop_ref == loop_ref)
+		/* Loop ids are per database: so is the entry. */
+		if (t->loop_ref == loop_ref && t->dboid == MyDatabaseId)
 		{
 			hint = i;
 			return t;
@@ -555,6 +567,7 @@ bf_tracked_loop(int64 loop_ref, bool create)
 		return NULL;
 	memset(victim, 0, sizeof(BfTrackedLoop));
 	victim->loop_ref = loop_ref;
+	victim->dboid = MyDatabaseId;
 	hint = victim - BfProgress->loops;
 	return victim;
 }
@@ -603,7 +616,10 @@ bf_rate_announce_due(int64 loop_ref, TimestampTz now, int interval_ms)
 	return announce;
 }
 
-/* Copy the ids of the loops with rate samples into loops[BF_TRACKED_LOOPS]. */
+/*
+ * Copy the ids of this database's loops with rate samples into
+ * loops[BF_TRACKED_LOOPS].
+ */
 int
 bf_rate_loops(int64 *loops)
 {
@@ -613,7 +629,8 @@ bf_rate_loops(int64 *loops)
 		return 0;
 	LWLockAcquire(MainLock(), LW_SHARED);
 	for (int i = 0; i < BF_TRACKED_LOOPS; i++)
-		if (BfProgress->loops[i].loop_ref != 0)
+		if (BfProgress->loops[i].loop_ref != 0 &&
+			BfProgress->loops[i].dboid == MyDatabaseId)
 			loops[n++] = BfProgress->loops[i].loop_ref;
 	LWLockRelease(MainLock());
 	return n;

@@ -104,13 +104,16 @@ bf_sql_progress_live(PG_FUNCTION_ARGS)
 			(void) bf_live_entry(live, &n, max, tracked[i]);
 	}
 
-	/* Counts committed but not yet written. */
+	/* Counts committed but not yet written, by the workers of this database. */
 	for (int s = 0; s < bf_progress_nslots(); s++)
 	{
 		BfCount		pending[BF_PENDING_LOOPS * 2];
 		int			npending;
+		BfWorkerView w;
 
 		if (s == skip_slot)
+			continue;
+		if (bf_pool_read(s, &w) && w.dboid != MyDatabaseId)
 			continue;
 		npending = bf_pending_for_snapshot(s, pending);
 		for (int i = 0; i < npending; i++)
@@ -131,7 +134,7 @@ bf_sql_progress_live(PG_FUNCTION_ARGS)
 		int32		nactive;
 		BfLive	   *e;
 
-		if (!bf_pool_read(s, &w) || w.run_id == 0)
+		if (!bf_pool_read_here(s, &w) || w.run_id == 0)
 			continue;
 
 		/*

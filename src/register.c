@@ -30,6 +30,7 @@
 #include "definition.h"
 #include "register.h"
 #include "security.h"
+#include "version_check.h"
 
 PG_FUNCTION_INFO_V1(bf_register);
 
@@ -128,6 +129,7 @@ bf_register(PG_FUNCTION_ARGS)
 
 	bf_validate_definition(definition);
 
+	bf_check_sql_version();
 	bf_become_admin(&saved);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

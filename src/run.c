@@ -3,11 +3,12 @@
  * run.c
  *	  Closing loops and keeping runs moving: the calls of the SQL function
  *	  batchflow._close_loop (which closes the loop and advances the run),
- *	  the loops to close, and the launcher's recovery sweep.
+ *	  the loops to close, and the re-queueing of each database's sweep
+ *	  (db_sweep.c).
  *
  *	  A loop is closed by whichever session first sees it with no pending
  *	  item left (normally the worker that committed its last item, in a
- *	  transaction right after that commit).  The launcher's sweep closes
+ *	  transaction right after that commit).  The sweep closes
  *	  what a crash between those two transactions left open, and returns
  *	  items that were claimed by a process that no longer exists to the
  *	  queue.
@@ -68,10 +69,12 @@ bf_loop_close_if_done(int64 loop_ref)
  * Items marked running (HTTP items, which keep their claim across
  * transactions) whose claim no live worker holds go back to pending (inside
  * SPI).  A claim is held by the worker that recorded it: a live process of
- * the pool with that pid, started before the claim.  So this one path
+ * the pool serving this database with that pid, started before the claim.
+ * So this one path
  * covers a worker that exited while the server runs, every claim after a
  * restart or a crash (whose processes are gone), a pid reused since by a
- * new worker (it started after the claim), and a row without a pid.  The
+ * new worker (it started after the claim), a row without a pid, and the
+ * claims of a restored dump (made by processes of another server).  The
  * lock manager released the old claimants' cap locks when they exited.
  * Items waiting for a child run (workflow activities) hold no worker:
  * they keep waiting.
@@ -90,7 +93,8 @@ bf_requeue_orphans(void)
 	{
 		BfWorkerView w;
 
-		if (bf_pool_read(i, &w))
+		/* Loop ids and claims are per database: only its workers hold them. */
+		if (bf_pool_read_here(i, &w))
 			pids[n++] = Int32GetDatum((int32) w.pid);
 	}
 	arg = PointerGetDatum(construct_array(pids, n, INT4OID, sizeof(int32), true, TYPALIGN_INT));

@@ -16,6 +16,11 @@
  *	  poll interval is only a safety net, shortened to the end of the
  *	  nearest retry backoff.
  *
+ *	  Around each iteration, worker_db.c looks after the worker's database:
+ *	  the worker serves the database its slot is lent to, runs that
+ *	  database's recovery and sweeps in turn with its other workers, and
+ *	  hands its slot back when the launcher asks or when it stays idle.
+ *
  *	  SIGTERM is handled by die(): the current item's transaction aborts,
  *	  its effects vanish with it, and the item stays pending for the next
  *	  worker.  SIGHUP reloads the configuration between items.
@@ -48,6 +53,7 @@
 #include "activity_workflow.h"
 #include "activity_sql.h"
 #include "claim.h"
+#include "databases.h"
 #include "http_batch.h"
 #include "item_result.h"
 #include "loopcache.h"
@@ -60,6 +66,7 @@
 #include "wakeup.h"
 #include "worker.h"
 #include "bigbatch.h"
+#include "worker_db.h"
 
 static bool warmed_up = false;
 
@@ -208,9 +215,7 @@ bf_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
-	bf_pool_attach(DatumGetInt32(main_arg));
-	bf_idle_attach(DatumGetInt32(main_arg), MyLatch);
-	BackgroundWorkerInitializeConnection(bf_database_name, NULL, 0);
+	bf_worker_db_connect(DatumGetInt32(main_arg));
 	bf_worker_pin_search_path();
 	pgstat_report_appname("batchflow worker");
 
@@ -235,7 +240,8 @@ bf_worker_main(Datum main_arg)
 		MemoryContextSwitchTo(worker_cxt);
 		PG_TRY();
 		{
-			worked = bf_worker_step(&sleep_ms);
+			if (bf_worker_db_ready(&sleep_ms))
+				worked = bf_worker_step(&sleep_ms);
 		}
 		PG_CATCH();
 		{
@@ -257,6 +263,13 @@ bf_worker_main(Datum main_arg)
 		bf_idle_step_done();
 
 		if (worked)
+		{
+			bf_worker_db_claimed();
+			continue;
+		}
+
+		/* Idle for too long: stop counting as idle, look once more, exit. */
+		if (!bf_worker_db_idle_begin(&sleep_ms))
 			continue;
 
 		if (bf_debug_idle_delay_ms > 0)
@@ -282,8 +295,10 @@ bf_worker_main(Datum main_arg)
 						   sleep_ms, PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
 			(void) bf_idle_leave();
-			if (ConfigReloadPending || !bf_idle_may_skip_look(rc, gen))
+			if (ConfigReloadPending || !bf_idle_may_skip_look(rc, gen) ||
+				bf_db_worker_exit_requested())
 				break;
 		}
+		bf_worker_db_idle_end();
 	}
 }

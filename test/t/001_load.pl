@@ -73,7 +73,15 @@ is(server_messages($stderr), $warning,
 my ($registered, $run) = split /\n/, $stdout;
 is($registered, 't', 'bf_register returns a version id');
 
-is($plain->safe_psql('postgres', "SELECT bf_wait($run, '2 seconds')"),
+# bf_wait fails at once (55000) instead of waiting out its timeout.
+my $t0 = time();
+my ($wait_rc, $wait_out, $wait_err) = $plain->psql('postgres',
+	"\\set VERBOSITY verbose\nSELECT bf_wait($run, '30 seconds')");
+cmp_ok(time() - $t0, '<', 10, 'with no worker, bf_wait of a 30 s timeout returns at once');
+like($wait_err, qr/ERROR:  55000: run $run cannot finish: batchflow is not loaded through shared_preload_libraries/,
+	'... with an error (55000) that says why');
+like($wait_err, qr/HINT:  Add 'batchflow' to shared_preload_libraries/, '... and what to do');
+is($plain->safe_psql('postgres', "SELECT status FROM batchflow.runs WHERE id = $run"),
 	'running', 'with no worker, the run stays running');
 is( $plain->safe_psql(
 		'postgres', "SELECT status, count(*) FROM batchflow.items WHERE run_id = $run GROUP BY status"),
@@ -106,15 +114,15 @@ $node->start;
 is($ret, 0, 'CREATE EXTENSION succeeds with the library preloaded');
 is($stderr, '', 'and says nothing');
 
-# The launcher and batchflow.max_workers item workers, connected to the
-# database named by batchflow.database_name.
+# The launcher (connected to no database) and batchflow.max_workers item
+# workers, connected to the database named by batchflow.database_name.
 my $pool_query = q{
 SELECT backend_type, datname, count(*) FROM pg_stat_activity
  WHERE backend_type LIKE 'batchflow%'
  GROUP BY backend_type, datname ORDER BY backend_type};
-my $pool_expected = "batchflow launcher|postgres|1\nbatchflow worker|postgres|3";
+my $pool_expected = "batchflow launcher||1\nbatchflow worker|postgres|3";
 ok( $node->poll_query_until('postgres', $pool_query, $pool_expected),
-	'pg_stat_activity shows one launcher and 3 item workers on database postgres');
+	'pg_stat_activity shows one launcher (no database) and 3 item workers on database postgres');
 
 # \dx+ lists the extension's objects.
 {

@@ -4,7 +4,8 @@
 # Cluster "source": workflows registered, finished runs (one succeeded,
 # one with failed items and their errors), and a long run executing when
 # pg_dump -Fc is taken.  Cluster "target": pg_restore --single-transaction
-# into a fresh database that the workers serve.  Then:
+# into a fresh database, which the workers serve as soon as the restore
+# (and its CREATE EXTENSION) commits.  Then:
 #   - every workflow, version, run, loop, item and item error is there, and
 #     the finished runs read as before (batchflow.runs, items, bf_progress,
 #     bf_report, bf_summary);
@@ -30,7 +31,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-# A cluster whose workers serve database $db.
+# A cluster (whose workers serve every database) with database $db.
 sub serving_node
 {
 	my ($name, $db) = @_;
@@ -39,7 +40,6 @@ sub serving_node
 	$node->append_conf(
 		'postgresql.conf', qq{
 shared_preload_libraries = 'batchflow'
-batchflow.database_name = '$db'
 batchflow.max_workers = 4
 max_worker_processes = 16
 });
