@@ -33,7 +33,6 @@ $node->append_conf(
 	'postgresql.conf', qq{
 shared_preload_libraries = 'batchflow,pg_cron'
 max_worker_processes = 32
-batchflow.database_name = 'postgres'
 cron.database_name = 'postgres'
 cron.use_background_workers = on
 cron.max_running_jobs = 4
