@@ -91,6 +91,7 @@ typedef struct BfDatabasesShared
 {
 	LWLock	   *lock;
 	Latch	   *launcher_latch;
+	Oid			only_dboid;		/* batchflow.database_name's, once known */
 	int			nslots;
 	int			rr;				/* where the next share-out starts */
 	BfDbEntry	dbs[BF_MAX_DATABASES];
@@ -314,6 +315,14 @@ bf_db_wake_launcher(void)
 		SetLatch(latch);
 }
 
+/* The launcher found the OID of the one database batchflow.database_name names. */
+void
+bf_db_set_only(Oid dboid)
+{
+	if (BfDbs != NULL)
+		BfDbs->only_dboid = dboid;
+}
+
 /* The launcher says where its latch is (NULL when it exits). */
 void
 bf_db_set_launcher(Latch *latch)
@@ -332,6 +341,9 @@ bf_db_register(Oid dboid, bool fresh)
 	BfDbEntry  *e;
 
 	if (BfDbs == NULL)
+		return;
+	/* With one database named, no other ever gets a worker. */
+	if (!bf_every_database() && dboid != BfDbs->only_dboid)
 		return;
 	LWLockAcquire(BfDbs->lock, LW_EXCLUSIVE);
 	e = bf_db_find_or_add(dboid, fresh);

@@ -48,6 +48,7 @@ extern void bf_db_register_on_commit(void);
 extern void bf_db_note_work(Oid dboid);
 extern bool bf_db_slot_serves(int slotno, Oid dboid);
 extern void bf_db_set_launcher(Latch *latch);
+extern void bf_db_set_only(Oid dboid);
 extern void bf_db_release(Oid dboid);
 
 /* database_hook.c */

@@ -85,6 +85,7 @@ bf_launcher_find_databases(void)
 		CommitTransactionCommand();
 		if (OidIsValid(oid))
 		{
+			bf_db_set_only(oid);
 			bf_db_register(oid, true);
 			named_registered = true;
 		}

@@ -77,6 +77,13 @@ bf_worker_db_check_extension(long *sleep_ms)
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	if (bf_database_served() != BF_SERVED)
+	{
+		/* A template (or not the database named): never served. */
+		CommitTransactionCommand();
+		bf_db_worker_leave(false);
+		proc_exit(0);
+	}
 	version = bf_installed_version();
 	ok = version != NULL && strcmp(version, BF_VERSION) == 0;
 	if (version != NULL && !ok && !warned_version)

@@ -72,8 +72,13 @@ ERROR:  55000: run $run cannot finish: no batchflow worker serves database "othe
 DETAIL:  batchflow.database_name is "postgres": the workers execute the runs of that database only.
 HINT:  Run CREATE EXTENSION batchflow and bf_start in database "postgres", or set batchflow.database_name = '' in postgresql.conf and restart the server to serve every database.
 EOT
+sleep(2);
 is($node->safe_psql('other', "SELECT status FROM batchflow.runs WHERE id = $run"),
-	'running', 'the run stays running, untouched');
+	'running', 'the run stays running, untouched (2 s later)');
+is( $node->safe_psql(
+		'postgres', q{
+SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'batchflow worker' AND datname = 'other'}),
+	'0', 'no worker went to that database (its commit did not ask for one)');
 
 # A finished run: bf_wait returns its status, served or not.
 $node->safe_psql('other', "SELECT bf_cancel($run)");
