@@ -520,7 +520,7 @@ bf_db_worker_recovery(bool *mine)
 	return ready;
 }
 
-/* The first-visit recovery committed. */
+/* The first-visit recovery committed: the database may have more workers. */
 void
 bf_db_worker_recovered(void)
 {
@@ -537,6 +537,8 @@ bf_db_worker_recovered(void)
 		e->last_sweep = GetCurrentTimestamp();
 	}
 	LWLockRelease(BfDbs->lock);
+	/* The launcher held the database's other workers back until now. */
+	bf_db_wake_launcher();
 }
 
 /* Is it this worker's turn to sweep its database? */
