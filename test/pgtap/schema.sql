@@ -36,7 +36,8 @@ SELECT has_schema('batchflow');
 
 SELECT tables_are('batchflow', ARRAY[
     'workflow', 'workflow_version', 'run', 'loop', 'item', 'item_error',
-    'loop_progress', 'progress_counter', 'pruned_run', 'item_dep', 'loop_fill']);
+    'loop_progress', 'progress_counter', 'pruned_run', 'item_dep', 'loop_fill',
+    'metric_counter', 'metric_loop', 'metric_run_counter']);
 SELECT has_table('batchflow', 'workflow', 'table batchflow.workflow exists');
 SELECT has_table('batchflow', 'workflow_version', 'table batchflow.workflow_version exists');
 SELECT has_table('batchflow', 'run', 'table batchflow.run exists');

@@ -1,8 +1,9 @@
 # The Prometheus exporter setup of docs/monitoring.md: the real
-# prometheus-postgres-exporter, with docs/prometheus-queries.yaml, against
-# a cluster that has a finished run with failures and a stalled running
-# run; its /metrics on 127.0.0.1 must carry the batchflow metrics with the
-# right values.
+# prometheus-postgres-exporter, with docs/prometheus-queries.yaml, connected
+# as a role that is only a member of pg_monitor, against a cluster that has
+# a finished run with failures and a stalled running run; its /metrics on
+# 127.0.0.1 must carry the batchflow metrics with the right values, and
+# labels that never name a finished run.
 
 use strict;
 use warnings;
@@ -60,8 +61,13 @@ ok( $node->poll_query_until('postgres',
 # Start the exporter on a free port of 127.0.0.1.
 my $port = PostgreSQL::Test::Cluster::get_free_port();
 my ($out, $err) = ('', '');
-my $dsn = sprintf('host=%s port=%d user=%s dbname=postgres sslmode=disable',
-	$node->host, $node->port, scalar getpwuid($<));
+$node->safe_psql('postgres', q{
+CREATE ROLE prometheus LOGIN;
+GRANT pg_monitor TO prometheus;
+GRANT USAGE ON SCHEMA batchflow TO prometheus;
+});
+my $dsn = sprintf('host=%s port=%d user=prometheus dbname=postgres sslmode=disable',
+	$node->host, $node->port);
 my $h;
 END { $h->kill_kill if defined $h; }
 $h = IPC::Run::start(
@@ -76,7 +82,7 @@ my $body = '';
 for (my $i = 0; $i < 10 * $PostgreSQL::Test::Utils::timeout_default; $i++)
 {
 	my $res = $http->get("http://127.0.0.1:$port/metrics");
-	if ($res->{success} && $res->{content} =~ /^batchflow_stuck_loops_count/m)
+	if ($res->{success} && $res->{content} =~ /^batchflow_queue_stalled_loops/m)
 	{
 		$body = $res->{content};
 		last;
@@ -112,41 +118,70 @@ sub metric
 
 is(metric('pg_up'), '1', 'the exporter reaches the database');
 is(metric('pg_exporter_user_queries_load_error'), '0', 'the queries file loads');
+is(metric('pg_exporter_last_scrape_error'), '0', 'every query of the file runs as a pg_monitor member');
+is(metric('batchflow_up'), '1', 'batchflow_up');
+is(metric('batchflow_stalled_after_seconds'), '2', 'batchflow.stalled_after, in seconds');
 
-# Runs by status.
-is(metric('batchflow_runs_count', status => 'succeeded'), '1', 'one run succeeded');
-is(metric('batchflow_runs_count', status => 'running'), '1', 'one run running');
-is(metric('batchflow_runs_count', status => 'failed'), '0', 'no run failed');
+# The finished run: counters per workflow and loop.
+my %d = (workflow => 'exp_done', loop_id => 'divide');
+is(metric('batchflow_items_succeeded_total', %d), '15', 'finished loop: 15 succeeded');
+is(metric('batchflow_items_failed_total', %d), '5', 'finished loop: 5 failed');
+is(metric('batchflow_items_skipped_total', %d), '0', 'finished loop: none skipped');
+is(metric('batchflow_items_retried_total', %d), '0', 'finished loop: no retry (continue)');
+is(metric('batchflow_runs_finished_total', workflow => 'exp_done', status => 'succeeded'), '1',
+	'one run of exp_done succeeded');
 
-# The finished loop.
-my %d = (run_id => $done, workflow => 'exp_done', loop_id => 'divide', status => 'succeeded');
-is(metric('batchflow_loop_total', %d), '20', 'finished loop: total 20');
-is(metric('batchflow_loop_completed', %d), '15', 'finished loop: 15 completed');
-is(metric('batchflow_loop_failed', %d), '5', 'finished loop: 5 failed');
-is(metric('batchflow_loop_percent', %d), '100', 'finished loop: 100 %');
-is(metric('batchflow_loop_active', %d), '0', 'finished loop: nothing active');
-is(metric('batchflow_loop_eta_seconds', %d), '0', 'finished loop: ETA 0');
-is(metric('batchflow_loop_timed_items', %d), '20', 'finished loop: 20 timed items');
-my $rate = metric('batchflow_loop_items_per_sec', %d);
-ok($rate >= 9.0 && $rate <= 11.0, "finished loop: the pace of 10 items/s within 10 % ($rate)");
-my ($p50, $p95, $p99, $max) = map { metric("batchflow_loop_${_}_seconds", %d) }
-  qw(p50 p95 p99 max);
-cmp_ok($p50, '>=', 0.01, "p50 at least the 10 ms sleep ($p50 s)");
-ok($p50 <= $p95 && $p95 <= $p99 && $p99 <= $max, 'p50 <= p95 <= p99 <= max');
-my $sql_p50 = $node->safe_psql('postgres',
-	"SELECT p50_ms / 1000.0 FROM batchflow.loop_stats WHERE run_id = $done");
-cmp_ok(abs($p50 - $sql_p50), '<', 1e-6, 'p50 is batchflow.loop_stats\' p50');
+# Its item durations, as a histogram with fixed buckets.
+is(metric('batchflow_items_duration_seconds_count', %d), '20', 'histogram: 20 items timed');
+is(metric('batchflow_items_duration_seconds_bucket', %d, le => '+Inf'), '20', 'histogram: +Inf bucket 20');
+cmp_ok(metric('batchflow_items_duration_seconds_bucket', %d, le => '0.005'), '<=', 5,
+	'histogram: only the failed items (which may fail before the sleep) under 5 ms');
+cmp_ok(metric('batchflow_items_duration_seconds_bucket', %d, le => '1'), '==', 20,
+	'histogram: every item under a second');
+my $sum = metric('batchflow_items_duration_seconds_sum', %d);
+cmp_ok($sum, '>=', 0.15, "histogram: sum at least the 15 succeeded items x 10 ms ($sum s)");
+my $sql_sum = $node->safe_psql('postgres',
+	"SELECT sum(extract(epoch FROM duration)) FROM batchflow.items WHERE run_id = $done");
+cmp_ok(abs($sum - $sql_sum), '<', 1e-5, "histogram: sum is that of batchflow.items ($sql_sum s)");
+my @le = qw(0.005 0.01 0.025 0.05 0.1 0.25 0.5 1 2.5 5 10 30 60 300 1800);
+my @buckets = map { metric('batchflow_items_duration_seconds_bucket', %d, le => $_) } @le;
+is(scalar(grep { defined } @buckets), 15, 'histogram: 15 buckets and +Inf');
+ok(!grep({ $buckets[$_] < $buckets[ $_ - 1 ] } 1 .. $#buckets), 'histogram: cumulative');
+my $sql_buckets = $node->safe_psql('postgres', qq{
+SELECT string_agg((SELECT count(*) FROM batchflow.items i
+                    WHERE i.run_id = $done AND i.duration <= make_interval(secs => b))::text, ',' ORDER BY b)
+  FROM unnest(ARRAY[@{[ join ',', @le ]}]::float8[]) b});
+is(join(',', @buckets), $sql_buckets, 'histogram: each bucket counts the items at most that long');
 
-# The stuck loop.
-my %s = (run_id => $stuck, workflow => 'exp_stuck', loop_id => 'slow', status => 'running');
-is(metric('batchflow_loop_active', %s), '1', 'stuck loop: one item executing');
-is(metric('batchflow_loop_completed', %s), '2', 'stuck loop: two items done');
-is(metric('batchflow_active_items'), '1', 'one item executing in all');
-is(metric('batchflow_stuck_loops_count'), '1', 'one stuck loop');
-cmp_ok(metric('batchflow_stuck_idle_seconds', run_id => $stuck, reason => 'stalled'),
-	'>=', 2, 'stalled for 2 s or more');
-cmp_ok(metric('batchflow_stuck_longest_item_seconds', run_id => $stuck),
-	'>=', 2, 'its third item runs for 2 s or more');
+# The stuck run: gauges of its open loop, per workflow and loop.
+my %s = (workflow => 'exp_stuck', loop_id => 'slow');
+is(metric('batchflow_items_succeeded_total', %s), '2', 'open loop: its 2 ended items count');
+is(metric('batchflow_items_duration_seconds_count', %s), '2', 'open loop: the 2 items below the executing one are timed');
+is(metric('batchflow_queue_open_loops', %s), '1', 'open loop: one');
+is(metric('batchflow_queue_stalled_loops', %s), '1', 'open loop: stalled');
+is(metric('batchflow_queue_active_items', %s), '1', 'open loop: one item executing');
+is(metric('batchflow_queue_pending_items', %s), '0', 'open loop: nothing waiting');
+cmp_ok(metric('batchflow_queue_idle_seconds', %s), '>=', 2, 'open loop: idle for 2 s or more');
+is(metric('batchflow_loops_open', workflow => 'exp_stuck', status => 'running'), '1', 'one loop running');
+is(metric('batchflow_runs_active', workflow => 'exp_stuck', status => 'running'), '1', 'one run running');
+
+# The worker pool and its memory.
+is(metric('batchflow_workers_max'), '10', 'pool: batchflow.max_workers slots');
+cmp_ok(metric('batchflow_workers_busy'), '>=', 1, 'pool: a worker busy');
+my @private = grep { $_->{name} eq 'batchflow_worker_private_bytes' } @samples;
+cmp_ok(scalar(@private), '>=', 1, 'memory: read for the running workers');
+ok(!grep({ $_->{value} <= 0 } @private), 'memory: every private size positive');
+ok( !grep({ $_->{value} > metric('batchflow_worker_resident_bytes', slot => $_->{labels}{slot}) } @private),
+	'memory: private at most resident');
+
+# Per-run detail: the running run only.
+my %r = (run_id => $stuck, workflow => 'exp_stuck', loop_id => 'slow');
+is(metric('batchflow_running_loop_remaining_items', %r), '1', 'running loop: one item left');
+is(metric('batchflow_running_loop_active_items', %r), '1', 'running loop: one executing');
+my @with_run = grep { exists $_->{labels}{run_id} } @samples;
+ok(!grep({ $_->{name} !~ /^batchflow_running_loop_/ } @with_run),
+	'only batchflow_running_loop_* has a run_id label');
+ok(!grep({ $_->{labels}{run_id} eq $done } @with_run), 'the finished run has no series');
 
 $h->kill_kill;
 $node->safe_psql('postgres', "SELECT bf_cancel($stuck)");
