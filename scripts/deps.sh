@@ -17,6 +17,7 @@ PACKAGES=(
 	curl
 	gnuplot-nox
 	prometheus-postgres-exporter
+	prometheus
 )
 LOG=${TMPDIR:-/tmp}/batchflow-deps.log
 
@@ -50,9 +51,10 @@ export DEBIAN_FRONTEND=noninteractive
 	tail -20 "$LOG" >&2
 	exit 1
 }
-# The exporter's package starts a service where an init system runs; the
-# tests start their own instance.
+# The exporter's and prometheus' packages start services where an init
+# system runs; the tests start their own instances (prometheus also ships
+# promtool, which checks and unit-tests monitoring/batchflow-alerts.yml).
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-	systemctl disable --now prometheus-postgres-exporter >/dev/null 2>&1 || true
+	systemctl disable --now prometheus-postgres-exporter prometheus >/dev/null 2>&1 || true
 fi
 echo "deps: installed ${missing[*]}"
