@@ -38,6 +38,7 @@
 
 #include "batchflow.h"
 #include "activity_sql.h"
+#include "run_control.h"
 #include "security.h"
 #include "spi_util.h"
 
@@ -264,6 +265,7 @@ bf_execute_children(BfClaim *claim, int first, int stop, Datum prev_in,
 		bool		prev_isnull = prev_in_isnull;
 
 		bf_become_run_owner(loop->owner, loop->run_id, &saved);
+		bf_cancel_window_open(loop->run_id);
 
 		for (int i = first; i < stop; i++)
 		{
@@ -279,6 +281,7 @@ bf_execute_children(BfClaim *claim, int first, int stop, Datum prev_in,
 			prev = bf_run_child(claim, child, prev, prev_isnull, &prev_isnull);
 		}
 
+		bf_cancel_window_close(true);
 		bf_restore_after_activity(&saved);
 
 		/* Keep the output beyond the subtransaction. */
@@ -298,6 +301,7 @@ bf_execute_children(BfClaim *claim, int first, int stop, Datum prev_in,
 		ErrorData  *edata;
 
 		disable_timeout(STATEMENT_TIMEOUT, false);
+		bf_cancel_window_close(false);
 		MemoryContextSwitchTo(oldcxt);
 		edata = CopyErrorData();
 		FlushErrorState();
@@ -307,6 +311,7 @@ bf_execute_children(BfClaim *claim, int first, int stop, Datum prev_in,
 		CurrentResourceOwner = oldowner;
 
 		result->ok = false;
+		result->cancelled = bf_cancel_requested(loop->run_id);
 		result->sqlstate = pstrdup(unpack_sql_state(edata->sqlerrcode));
 		if (current >= 0)
 			result->failed_child = pstrdup(loop->children[current].id);

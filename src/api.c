@@ -35,6 +35,7 @@
 #include "databases.h"
 #include "input_check.h"
 #include "pool.h"
+#include "run_control.h"
 #include "security.h"
 #include "spi_util.h"
 #include "version_check.h"
@@ -116,7 +117,7 @@ bf_start(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("workflow \"%s\" does not exist", text_to_cstring(name)),
-				 errhint("Register it first with bf_register(name, definition).")));
+				 errhint("%s", bf_workflow_name_hint(text_to_cstring(name), caller))));
 	version_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
 											 SPI_tuptable->tupdesc, 1, &isnull));
 	wf_owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
@@ -283,17 +284,20 @@ bf_wait(PG_FUNCTION_ARGS)
 }
 
 /*
- * bf_cancel(run bigint) returns boolean
+ * bf_cancel(run bigint, force boolean) returns boolean
  *
  * Marks the run's open loops cancelled (workers stop claiming at once),
  * skips their pending items, and closes what can be closed; items already
  * executing finish, and the last of them closes the run as cancelled.
+ * With force, those items are interrupted once this transaction commits
+ * (force_cancel.c): their attempts roll back and they end skipped.
  * Returns false if the run had already finished.
  */
 Datum
 bf_cancel(PG_FUNCTION_ARGS)
 {
 	int64		run_id = PG_GETARG_INT64(0);
+	bool		force = PG_NARGS() > 1 && PG_GETARG_BOOL(1);
 	Datum		arg = Int64GetDatum(run_id);
 	Oid			argtype = INT8OID;
 	char	   *status;
@@ -330,6 +334,8 @@ bf_cancel(PG_FUNCTION_ARGS)
 	 * worker would close the loop before its next poll: wake them at commit.
 	 */
 	bf_wake_on_commit();
+	if (force)
+		bf_force_cancel_on_commit(run_id);
 
 	/* A run between nodes has no open loop: cancel the run itself. */
 	if (SPI_execute_with_args("UPDATE batchflow.run"

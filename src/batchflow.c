@@ -33,6 +33,7 @@
 #include "run_limits.h"
 #include "wakeup.h"
 #include "bigbatch.h"
+#include "run_control.h"
 
 PG_MODULE_MAGIC;
 
@@ -86,6 +87,7 @@ _PG_init(void)
 	bf_http_define_gucs();
 	bf_limits_define_gucs();
 	bf_wakeup_define_gucs();
+	bf_run_control_define_gucs();
 
 	if (!process_shared_preload_libraries_in_progress)
 	{
@@ -136,6 +138,7 @@ bf_shmem_request_hook(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(bf_pool_shmem_size());
+	RequestAddinShmemSpace(bf_cancel_shmem_size());
 	bf_progress_shmem_request();
 	RequestAddinShmemSpace(bf_wakeup_shmem_size());
 	bf_databases_shmem_request();
@@ -148,6 +151,7 @@ bf_shmem_startup_hook(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	bf_pool_shmem_startup();
+	bf_cancel_shmem_startup();
 	bf_progress_shmem_startup();
 	bf_wakeup_shmem_startup();
 	bf_databases_shmem_startup();

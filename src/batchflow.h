@@ -36,7 +36,8 @@ typedef enum BfOutcome
 {
 	BF_OUTCOME_SUCCEEDED,
 	BF_OUTCOME_WILL_RETRY,		/* failed; pending again for a later attempt */
-	BF_OUTCOME_FAILED			/* failed for good */
+	BF_OUTCOME_FAILED,			/* failed for good */
+	BF_OUTCOME_CANCELLED		/* skipped: interrupted by a force cancel */
 } BfOutcome;
 
 #endif							/* BATCHFLOW_H */

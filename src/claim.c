@@ -36,6 +36,7 @@
 
 #include "batchflow.h"
 #include "claim.h"
+#include "run_control.h"
 #include "spi_util.h"
 #include "activity_workflow.h"
 
@@ -160,9 +161,11 @@ bf_prepare_claim_plans(void)
 {
 	if (open_loops_plan != NULL)
 		return;
+	/* A paused run's running loops are left out (run_control.c). */
 	bf_keep_claim_plan(&open_loops_plan, "SELECT id, status = 'running', concurrency, sequential,"
 								   "       node ? 'dependsOn', " BF_CHILD_RUNS_SQL
-								   "  FROM batchflow.loop WHERE finished_at IS NULL"
+								   "  FROM batchflow.loop l WHERE finished_at IS NULL"
+								   "   AND NOT (status = 'running' AND " BF_RUN_PAUSED("l.run_id") ")"
 								   " ORDER BY id", 0);
 	bf_keep_claim_plan(&claim_parallel_plan, "SELECT idx, item, attempts FROM batchflow.item"
 									   " WHERE loop_ref = $1 AND status = 'pending'"
@@ -185,7 +188,8 @@ bf_prepare_claim_plans(void)
 					   "   AND (not_before IS NULL OR not_before <= clock_timestamp())"
 					   " ORDER BY idx LIMIT 1"
 					   " FOR UPDATE SKIP LOCKED", 1);
-	bf_keep_claim_plan(&loop_running_plan, "SELECT 1 FROM batchflow.loop WHERE id = $1 AND status = 'running'", 1);
+	bf_keep_claim_plan(&loop_running_plan, "SELECT 1 FROM batchflow.loop l WHERE id = $1 AND status = 'running'"
+											"   AND NOT " BF_RUN_PAUSED("l.run_id"), 1);
 	bf_keep_claim_plan(&remaining_plan, "SELECT min(coalesce(not_before, '-infinity'))"
 								  "  FROM batchflow.item"
 								  " WHERE loop_ref = $1 AND status IN ('pending', 'running')", 1);

@@ -68,6 +68,7 @@
 #include "item_result.h"
 #include "pool.h"
 #include "progress.h"
+#include "run_control.h"
 #include "spi_util.h"
 
 /* One item this worker is executing. */
@@ -109,6 +110,7 @@ static void bf_http_start(BfInflight *item, BfLoopInfo *loop);
 static int	bf_http_collect(void);
 static void bf_http_fail(BfInflight *item, const char *sqlstate, char *error);
 static void bf_http_wait(long max_ms);
+static void bf_http_cancel_all(void);
 
 /* Set up the multi handle and memory once per process. */
 static void
@@ -519,6 +521,29 @@ bf_http_wait(long max_ms)
 }
 
 /*
+ * bf_cancel(force => true) of the batch's run: abort every request in
+ * flight (removing a transfer from the multi handle closes its connection)
+ * and end every unfinished item as cancelled at the next round.
+ */
+static void
+bf_http_cancel_all(void)
+{
+	for (BfInflight *item = inflight; item; item = item->next)
+	{
+		if (item->finished || (item->http_done && item->http_result.cancelled))
+			continue;
+		if (item->req != NULL)
+		{
+			curl_multi_remove_handle(multi, item->req->easy);
+			bf_http_release(item->req);
+			item->req = NULL;
+		}
+		bf_http_fail(item, "57014", "cancelled");
+		item->http_result.cancelled = true;
+	}
+}
+
+/*
  * Drive the adopted items to the end, claiming replacements as cap locks free
  * up, until nothing of the loop is left for this worker.
  */
@@ -561,6 +586,8 @@ bf_http_drive(void)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
+		if (batch_info != NULL && bf_cancel_requested(batch_info->run_id))
+			bf_http_cancel_all();
 	}
 	batch_info = NULL;
 	pgstat_report_activity(STATE_IDLE, NULL);

@@ -30,6 +30,7 @@
 #include "deps.h"
 #include "item_result.h"
 #include "progress.h"
+#include "run_control.h"
 #include "spi_util.h"
 
 static SPIPlanPtr success_plan = NULL;
@@ -65,6 +66,9 @@ bf_record_result(BfClaim *claim, BfItemResult *result)
 	int32		attempt = claim->attempts + 1;
 	Datum		args[6];
 	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+
+	if (result->cancelled)
+		return bf_record_cancelled(claim);
 
 	if (success_plan == NULL)
 	{

@@ -27,6 +27,7 @@ typedef struct BfItemResult
 	char	   *failed_child;
 	bool		fatal;			/* fail the loop at once, whatever its strategy */
 	long		retry_after_ms; /* HTTP Retry-After: earliest retry, or 0 */
+	bool		cancelled;		/* interrupted by bf_cancel(force => true) */
 } BfItemResult;
 
 extern BfOutcome bf_record_result(BfClaim *claim, BfItemResult *result);

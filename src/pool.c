@@ -44,6 +44,7 @@
 #include "databases.h"
 #include "pool.h"
 #include "wakeup.h"
+#include "run_control.h"
 
 /*
  * One entry per item worker.  The owner writes it under the spinlock;
@@ -266,6 +267,7 @@ bf_pool_publish_item(int64 run_id, int64 loop_ref, int32 idx,
 	slot->started_at = started_at;
 	slot->nactive = 1;
 	SpinLockRelease(&slot->mutex);
+	bf_cancel_note_claim(run_id);
 }
 
 /* Show an HTTP batch: nactive items of one loop in flight (0: none). */
@@ -284,6 +286,7 @@ bf_pool_publish_batch(int64 run_id, int64 loop_ref, int nactive)
 	slot->started_at = now;
 	slot->nactive = nactive;
 	SpinLockRelease(&slot->mutex);
+	bf_cancel_note_claim(nactive > 0 ? run_id : 0);
 }
 
 /* Show that this worker executes nothing. */
@@ -298,6 +301,7 @@ bf_pool_publish_idle(void)
 	slot->run_id = 0;
 	slot->nactive = 0;
 	SpinLockRelease(&slot->mutex);
+	bf_cancel_note_claim(0);
 }
 
 /* The condition variable broadcast when a run finishes, or NULL. */

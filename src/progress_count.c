@@ -265,6 +265,9 @@ bf_progress_count(const BfClaim *claim, BfOutcome outcome)
 		return;
 
 	bf_progress_note_shown(claim);
+	/* Skipped by a force cancel: its loop is counted from batchflow.item. */
+	if (outcome == BF_OUTCOME_CANCELLED)
+		return;
 	if (!bf_track_progress)
 	{
 		bf_progress_note_uncounted();

@@ -27,6 +27,7 @@
 
 #include "batchflow.h"
 #include "short_items.h"
+#include "run_control.h"
 #include "spi_util.h"
 #include "bigbatch.h"
 
@@ -54,8 +55,9 @@ bf_claim_short_next(BfClaim *claim)
 				 "SELECT idx, item, attempts FROM batchflow.item"
 				 " WHERE loop_ref = $1 AND idx > $2 AND status = 'pending'"
 				 "   AND (not_before IS NULL OR not_before <= clock_timestamp())"
-				 "   AND EXISTS (SELECT 1 FROM batchflow.loop"
-				 "                WHERE id = $1 AND status = 'running')"
+				 "   AND EXISTS (SELECT 1 FROM batchflow.loop l"
+				 "                WHERE l.id = $1 AND l.status = 'running'"
+				 "                  AND NOT " BF_RUN_PAUSED("l.run_id") ")"
 				 " ORDER BY idx LIMIT 1"
 				 " FOR UPDATE SKIP LOCKED", 2, types);
 

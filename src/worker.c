@@ -67,6 +67,7 @@
 #include "worker.h"
 #include "bigbatch.h"
 #include "worker_db.h"
+#include "run_control.h"
 
 static bool warmed_up = false;
 
@@ -185,7 +186,8 @@ bf_worker_step(long *sleep_ms)
 
 	bf_progress_flush();
 	bf_txn_end();
-	if (claimed)
+	/* An HTTP batch stays shown (bf_pool_publish_batch) while it is driven. */
+	if (claimed && !http)
 		bf_pool_publish_idle();
 	if (http)
 		bf_http_drive();
@@ -216,6 +218,10 @@ bf_worker_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 
 	bf_worker_db_connect(DatumGetInt32(main_arg));
+	bf_pool_attach(DatumGetInt32(main_arg));
+	bf_idle_attach(DatumGetInt32(main_arg), MyLatch);
+	bf_cancel_worker_attach(bf_pool_my_slot());
+	BackgroundWorkerInitializeConnection(bf_database_name, NULL, 0);
 	bf_worker_pin_search_path();
 	pgstat_report_appname("batchflow worker");
 

@@ -51,7 +51,7 @@ CREATE TABLE batchflow.run (
     version_id    int NOT NULL REFERENCES batchflow.workflow_version (id),
     owner         oid NOT NULL,
     status        text NOT NULL DEFAULT 'running'
-                  CHECK (status IN ('pending', 'running', 'succeeded', 'failed', 'cancelled')),
+                  CHECK (status IN ('pending', 'running', 'paused', 'succeeded', 'failed', 'cancelled')),
     input         jsonb NOT NULL DEFAULT '{}',
     vars          jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(vars) = 'object'),
     outputs       jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(outputs) = 'object'),
@@ -59,20 +59,20 @@ CREATE TABLE batchflow.run (
     started_at    timestamptz NOT NULL DEFAULT now(),
     finished_at   timestamptz,
     error         text,
-    CHECK ((finished_at IS NULL) = (status IN ('pending', 'running'))),
+    CHECK ((finished_at IS NULL) = (status IN ('pending', 'running', 'paused'))),
     CHECK (status <> 'failed' OR error IS NOT NULL)
 );
 COMMENT ON TABLE batchflow.run IS 'One row per execution of a workflow version (bf_start)';
 COMMENT ON COLUMN batchflow.run.id IS 'Run id, returned by bf_start';
 COMMENT ON COLUMN batchflow.run.version_id IS 'The workflow version this run executes; fixed at bf_start';
 COMMENT ON COLUMN batchflow.run.owner IS 'OID of the role that called bf_start; every activity runs as this role';
-COMMENT ON COLUMN batchflow.run.status IS 'pending, running, succeeded, failed or cancelled';
+COMMENT ON COLUMN batchflow.run.status IS 'pending, running, paused (bf_pause: no new item starts), succeeded, failed or cancelled';
 COMMENT ON COLUMN batchflow.run.input IS 'The input passed to bf_start';
 COMMENT ON COLUMN batchflow.run.vars IS 'Variables: the keys of an object input, plus every activity output saved with "output"';
 COMMENT ON COLUMN batchflow.run.outputs IS 'Result of every finished top-level activity, keyed by node id';
 COMMENT ON COLUMN batchflow.run.current_node IS 'Index of the top-level node being executed';
 COMMENT ON COLUMN batchflow.run.started_at IS 'When bf_start created the run';
-COMMENT ON COLUMN batchflow.run.finished_at IS 'When the run reached a final status; NULL while pending or running';
+COMMENT ON COLUMN batchflow.run.finished_at IS 'When the run reached a final status; NULL while pending, running or paused';
 COMMENT ON COLUMN batchflow.run.error IS 'Why the run failed or was cancelled';
 
 CREATE INDEX run_active_idx ON batchflow.run (id) WHERE finished_at IS NULL;

@@ -300,9 +300,9 @@ CREATE FUNCTION bf_wait(run bigint, timeout interval DEFAULT '10 minutes') RETUR
     LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'bf_wait';
 COMMENT ON FUNCTION bf_wait(bigint, interval) IS 'Block until the run is finished or the timeout passes; returns the run''s status';
 
-CREATE FUNCTION bf_cancel(run bigint) RETURNS boolean
+CREATE FUNCTION bf_cancel(run bigint, force boolean DEFAULT false) RETURNS boolean
     LANGUAGE C VOLATILE STRICT AS 'MODULE_PATHNAME', 'bf_cancel';
-COMMENT ON FUNCTION bf_cancel(bigint) IS 'Stop claiming new items of a run, let in-flight items end, and mark the run cancelled';
+COMMENT ON FUNCTION bf_cancel(bigint, boolean) IS 'Stop claiming new items of a run and mark it cancelled; in-flight items end, or with force are interrupted (rolled back, skipped with error cancelled)';
 
 CREATE FUNCTION bf_retry(run bigint) RETURNS bigint
     LANGUAGE C VOLATILE STRICT AS 'MODULE_PATHNAME', 'bf_retry';

@@ -44,7 +44,7 @@ COMMENT ON VIEW batchflow.runs IS 'One row per run you may see';
 COMMENT ON COLUMN batchflow.runs.id IS 'Run id, as returned by bf_start';
 COMMENT ON COLUMN batchflow.runs.workflow IS 'Workflow name';
 COMMENT ON COLUMN batchflow.runs.version IS 'Version of the workflow the run executes';
-COMMENT ON COLUMN batchflow.runs.status IS 'pending, running, succeeded, failed or cancelled';
+COMMENT ON COLUMN batchflow.runs.status IS 'pending, running, paused, succeeded, failed or cancelled';
 COMMENT ON COLUMN batchflow.runs.input IS 'Input passed to bf_start';
 COMMENT ON COLUMN batchflow.runs.started_at IS 'When the run was started';
 COMMENT ON COLUMN batchflow.runs.finished_at IS 'When the run finished';
