@@ -18,7 +18,7 @@
 /*
  * SQL condition: the run with id expression "run" is paused.  The claim
  * statements leave out the running loops of such runs (claim.c,
- * claim_batch.c), so that nothing of a paused run starts.
+ * short_items.c), so that nothing of a paused run starts.
  */
 #define BF_RUN_PAUSED(run) \
 	"EXISTS (SELECT 1 FROM batchflow.run r WHERE r.id = " run " AND r.status = 'paused')"

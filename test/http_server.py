@@ -9,6 +9,9 @@ serves until killed.  Endpoints (any method):
 
   /echo                 200, JSON: method, path, query, args, headers, body
   /sleep?ms=N           waits N ms, then 200 {"ok": true}; counts concurrency
+  /hang?ms=N            waits up to N ms, counted in concurrency, watching the
+                        connection: if the client closes it first, counts it
+                        in "closed" and answers nothing; else 200
   /flaky?id=X&fails=N[&ms=M]
                         500 for the first N requests with that id, then 200;
                         with ms, waits M ms first and counts concurrency
@@ -18,12 +21,15 @@ serves until killed.  Endpoints (any method):
   /text                 200, text/plain "hello"
   /redirect?to=URL      302 to URL
   /stats                JSON: requests, peak and current concurrency of /sleep
+                        and /hang, connections closed by the client in /hang,
                         (and of /flaky with ms),
                         count per path, idempotency keys seen (key -> count),
                         per-id request times of /retry-after
   /reset                clears the counters
 """
 import json
+import select
+import socket
 import sys
 import threading
 import time
@@ -38,7 +44,7 @@ def reset():
     with lock:
         state.clear()
         state.update(requests=0, current=0, peak=0, paths={}, keys={},
-                     flaky={}, retry={}, times={})
+                     flaky={}, retry={}, times={}, closed=0)
 
 
 reset()
@@ -78,6 +84,33 @@ class Handler(BaseHTTPRequestHandler):
             with lock:
                 state["current"] -= 1
 
+    def hang(self, ms):
+        """Wait up to ms milliseconds for the client to close the
+        connection; True (and counted in closed) if it did."""
+        with lock:
+            state["current"] += 1
+            state["peak"] = max(state["peak"], state["current"])
+        deadline = time.time() + ms / 1000.0
+        try:
+            while time.time() < deadline:
+                ready, _, _ = select.select([self.connection], [], [], 0.05)
+                if not ready:
+                    continue
+                try:
+                    data = self.connection.recv(1, socket.MSG_PEEK)
+                except OSError:
+                    data = b""
+                if not data:
+                    with lock:
+                        state["closed"] += 1
+                    self.close_connection = True
+                    return True
+                time.sleep(0.05)
+            return False
+        finally:
+            with lock:
+                state["current"] -= 1
+
     def handle_any(self):
         url = urllib.parse.urlsplit(self.path)
         args = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
@@ -100,6 +133,9 @@ class Handler(BaseHTTPRequestHandler):
         elif p == "/sleep":
             self.hold(int(args.get("ms", "100")))
             self.reply(200, '{"ok": true}')
+        elif p == "/hang":
+            if not self.hang(int(args.get("ms", "30000"))):
+                self.reply(200, '{"ok": true}')
         elif p == "/flaky":
             if "ms" in args:
                 self.hold(int(args["ms"]))
