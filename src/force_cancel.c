@@ -52,7 +52,9 @@
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "tcop/tcopprot.h"
 #include "utils/memutils.h"
+#include "utils/timeout.h"
 #include "utils/timestamp.h"
 
 #include "batchflow.h"
@@ -124,22 +126,29 @@ bf_cancel_shmem_startup(void)
 }
 
 /*
- * SIGINT of an item worker: interrupt the running statement only for a
- * cancel request, and only inside the cancel window.  Anything else
- * (a stale request, pg_cancel_backend) just wakes the worker.
+ * SIGINT of an item worker.  A statement or lock timeout of the activity
+ * signals its own process this way: that is handled as in any backend.
+ * Otherwise the running statement is interrupted only for a cancel request
+ * of the item's run, and only inside the cancel window; anything else (a
+ * request that came too late, pg_cancel_backend) just wakes the worker.
  */
 static void
 bf_cancel_sigint(SIGNAL_ARGS)
 {
 	int			save_errno = errno;
 
-	if (window_open && my_request != NULL &&
-		pg_atomic_read_u64(my_request) == (uint64) window_run)
+	if (get_timeout_indicator(STATEMENT_TIMEOUT, false) ||
+		get_timeout_indicator(LOCK_TIMEOUT, false))
+		StatementCancelHandler(postgres_signal_arg);
+	else if (window_open && my_request != NULL &&
+			 pg_atomic_read_u64(my_request) == (uint64) window_run)
 	{
 		QueryCancelPending = true;
 		InterruptPending = true;
+		SetLatch(MyLatch);
 	}
-	SetLatch(MyLatch);
+	else
+		SetLatch(MyLatch);
 	errno = save_errno;
 }
 

@@ -28,7 +28,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 -- PostgreSQL's default search_path: SPEC says bf_* just work with it.
 SET LOCAL search_path = "$user", public;
 
-SELECT plan(52);
+SELECT plan(62);
 
 -- The schema, its tables and views ---------------------------------------------
 
@@ -50,7 +50,8 @@ SELECT has_table('batchflow', 'pruned_run', 'table batchflow.pruned_run exists')
 SELECT has_table('batchflow', 'item_dep', 'table batchflow.item_dep exists');
 
 SELECT views_are('batchflow', ARRAY[
-    'runs', 'items', 'progress', 'dashboard', 'loop_stats', 'stuck_runs', '_progress_all']);
+    'runs', 'items', 'progress', 'dashboard', 'loop_stats', 'stuck_runs', '_progress_all',
+    'workflows']);
 SELECT has_view('batchflow', 'runs', 'view batchflow.runs exists');
 SELECT has_view('batchflow', 'items', 'view batchflow.items exists');
 SELECT has_view('batchflow', 'progress', 'view batchflow.progress exists');
@@ -58,6 +59,7 @@ SELECT has_view('batchflow', 'dashboard', 'view batchflow.dashboard exists');
 SELECT has_view('batchflow', 'loop_stats', 'view batchflow.loop_stats exists');
 SELECT has_view('batchflow', 'stuck_runs', 'view batchflow.stuck_runs exists');
 SELECT has_view('batchflow', '_progress_all', 'view batchflow._progress_all exists');
+SELECT has_view('batchflow', 'workflows', 'view batchflow.workflows exists');
 
 -- The SQL API of SPEC, unqualified: visible through the default search_path ---
 
@@ -67,8 +69,17 @@ SELECT has_function('bf_start', ARRAY['text', 'jsonb']);
 SELECT function_returns('bf_start', ARRAY['text', 'jsonb'], 'bigint');
 SELECT has_function('bf_wait', ARRAY['bigint', 'interval']);
 SELECT function_returns('bf_wait', ARRAY['bigint', 'interval'], 'text');
-SELECT has_function('bf_cancel', ARRAY['bigint']);
-SELECT function_returns('bf_cancel', ARRAY['bigint'], 'boolean');
+SELECT has_function('bf_cancel', ARRAY['bigint', 'boolean']);
+SELECT function_returns('bf_cancel', ARRAY['bigint', 'boolean'], 'boolean');
+SELECT hasnt_function('bf_cancel', ARRAY['bigint'], 'the one-argument bf_cancel of 0.1.0 is gone');
+SELECT has_function('bf_pause', ARRAY['bigint']);
+SELECT function_returns('bf_pause', ARRAY['bigint'], 'boolean');
+SELECT has_function('bf_resume', ARRAY['bigint']);
+SELECT function_returns('bf_resume', ARRAY['bigint'], 'boolean');
+SELECT has_function('bf_purge', ARRAY['interval']);
+SELECT function_returns('bf_purge', ARRAY['interval'], 'bigint');
+SELECT has_function('bf_unregister', ARRAY['text']);
+SELECT function_returns('bf_unregister', ARRAY['text'], 'boolean');
 SELECT has_function('bf_retry', ARRAY['bigint']);
 SELECT function_returns('bf_retry', ARRAY['bigint'], 'bigint');
 SELECT has_function('bf_progress', ARRAY['bigint']);
@@ -81,15 +92,20 @@ SELECT is(
                               pg_get_function_result(p.oid)), E'\n' ORDER BY p.proname)
        FROM pg_proc p
       WHERE p.proname IN ('bf_register', 'bf_start', 'bf_wait', 'bf_cancel', 'bf_retry',
-                          'bf_progress', 'bf_report')
+                          'bf_progress', 'bf_report', 'bf_pause', 'bf_resume', 'bf_purge',
+                          'bf_unregister')
         AND pg_function_is_visible(p.oid)),
     concat_ws(E'\n',
-        'bf_cancel(run bigint) RETURNS boolean',
+        'bf_cancel(run bigint, force boolean DEFAULT false) RETURNS boolean',
+        'bf_pause(run bigint) RETURNS boolean',
         'bf_progress(run bigint) RETURNS TABLE(loop_id text, status text, total bigint, completed bigint, failed bigint, active integer, percent numeric, items_per_sec numeric, elapsed interval, eta interval, blocked bigint)',
+        'bf_purge(older_than interval) RETURNS bigint',
         'bf_register(name text, definition jsonb) RETURNS integer',
         'bf_report(run bigint) RETURNS TABLE(loop_id text, idx integer, item jsonb, attempts integer, error text)',
+        'bf_resume(run bigint) RETURNS boolean',
         'bf_retry(run bigint) RETURNS bigint',
         'bf_start(workflow text, input jsonb DEFAULT ''{}''::jsonb) RETURNS bigint',
+        'bf_unregister(workflow text) RETURNS boolean',
         'bf_wait(run bigint, timeout interval DEFAULT ''00:10:00''::interval) RETURNS text'),
     'the bf_* functions have the parameter names, defaults and result columns of SPEC');
 
