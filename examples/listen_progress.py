@@ -4,12 +4,18 @@
 #
 #   python3 examples/listen_progress.py "host=/var/run/postgresql dbname=postgres"
 #
-# Needs psycopg2 (Debian: apt-get install python3-psycopg2).
+# Needs psycopg2 (Debian 12: apt-get install python3-psycopg2; elsewhere:
+# pip install psycopg2-binary).  Nothing else in batchflow needs it, so
+# scripts/deps.sh does not install it.
 import json
 import select
 import sys
 
-import psycopg2
+try:
+    import psycopg2
+except ImportError:
+    sys.exit("listen_progress.py needs psycopg2: apt-get install python3-psycopg2 "
+             "(Debian), or pip install psycopg2-binary")
 
 conn = psycopg2.connect(sys.argv[1] if len(sys.argv) > 1 else "dbname=postgres")
 conn.autocommit = True

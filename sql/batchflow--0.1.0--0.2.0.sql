@@ -2179,3 +2179,239 @@ COMMENT ON COLUMN batchflow.workflows.updated_at IS 'When the newest version was
 COMMENT ON COLUMN batchflow.workflows.runs IS 'Runs of any version that you may see (purged runs are not counted)';
 COMMENT ON COLUMN batchflow.workflows.last_run_at IS 'When the latest of those runs started';
 GRANT SELECT ON batchflow.workflows TO PUBLIC;
+
+-- Run control, part 2 (issue 14): bf_progress says 'paused' for a running
+-- loop of a paused run; bf_summary keeps its failed attempts and last error
+-- across history pruning (kept in loop_progress before the item errors are
+-- deleted); the dashboard: a first line saying what is shown, running and
+-- paused runs then the 20 that finished last, skipped items and the status
+-- word in the bar line.
+
+ALTER TABLE batchflow.loop_progress
+    ADD COLUMN failed_attempts bigint CHECK (failed_attempts >= 0),
+    ADD COLUMN last_error text;
+COMMENT ON COLUMN batchflow.loop_progress.failed_attempts IS 'Failed attempts of the loop''s items, kept when the history retention deletes its item errors (NULL before)';
+COMMENT ON COLUMN batchflow.loop_progress.last_error IS 'The loop''s last item error, kept when the history retention deletes its item errors (NULL before)';
+
+CREATE OR REPLACE FUNCTION batchflow._prune_history(p_retention interval, p_batch int) RETURNS int
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_run      bigint;
+    v_finished timestamptz;
+    v_errors   int;
+    v_items    int;
+BEGIN
+    SELECT r.id, r.finished_at INTO v_run, v_finished
+      FROM batchflow.run r
+     WHERE r.finished_at < clock_timestamp() - p_retention
+       AND r.finished_at >= coalesce((SELECT p.finished_at FROM batchflow.pruned_run p
+                                       WHERE p.pruned_at IS NOT NULL
+                                       ORDER BY p.finished_at DESC LIMIT 1),
+                                     '-infinity') - interval '1 hour'
+       AND NOT EXISTS (SELECT 1 FROM batchflow.pruned_run p
+                        WHERE p.run_id = r.id AND p.pruned_at IS NOT NULL)
+     ORDER BY r.finished_at
+     LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    -- Keep bf_retry out while pruning; if it holds the run, try again later.
+    PERFORM 1 FROM batchflow.run r
+      WHERE r.id = v_run AND r.finished_at IS NOT NULL
+        FOR NO KEY UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+
+    -- Before the first deletion: keep what bf_summary reads of the errors.
+    IF NOT EXISTS (SELECT 1 FROM batchflow.pruned_run p WHERE p.run_id = v_run) THEN
+        UPDATE batchflow.loop_progress lp
+           SET failed_attempts = e.n, last_error = e.last_error
+          FROM (SELECT e.loop_ref, count(*) AS n,
+                       (array_agg(e.error ORDER BY e.id DESC))[1] AS last_error
+                  FROM batchflow.item_error e WHERE e.run_id = v_run
+                 GROUP BY e.loop_ref) e
+         WHERE lp.loop_ref = e.loop_ref;
+    END IF;
+
+    DELETE FROM batchflow.item_error
+     WHERE id IN (SELECT id FROM batchflow.item_error WHERE run_id = v_run LIMIT p_batch);
+    GET DIAGNOSTICS v_errors = ROW_COUNT;
+
+    DELETE FROM batchflow.item i
+     USING (SELECT loop_ref, idx FROM batchflow.item
+             WHERE run_id = v_run LIMIT greatest(p_batch - v_errors, 0)) s
+     WHERE i.loop_ref = s.loop_ref AND i.idx = s.idx;
+    GET DIAGNOSTICS v_items = ROW_COUNT;
+
+    IF v_errors + v_items < p_batch THEN
+        -- Nothing left: the run's history is pruned.
+        DELETE FROM batchflow.progress_counter c
+         USING batchflow.loop l WHERE l.run_id = v_run AND c.loop_ref = l.id;
+        INSERT INTO batchflow.pruned_run (run_id, finished_at, items, pruned_at)
+        VALUES (v_run, v_finished, v_errors + v_items, clock_timestamp())
+        ON CONFLICT (run_id) DO UPDATE
+            SET items = batchflow.pruned_run.items + excluded.items,
+                finished_at = excluded.finished_at, pruned_at = excluded.pruned_at;
+        RETURN v_errors + v_items + 1;
+    END IF;
+    -- More to come: count what went so far.
+    INSERT INTO batchflow.pruned_run (run_id, finished_at, items)
+    VALUES (v_run, v_finished, v_errors + v_items)
+    ON CONFLICT (run_id) DO UPDATE SET items = batchflow.pruned_run.items + excluded.items;
+    RETURN v_errors + v_items;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION batchflow._progress(p_run bigint)
+    RETURNS TABLE (loop_id text, status text, total bigint, completed bigint, failed bigint,
+                   active int, percent numeric, items_per_sec numeric, elapsed interval,
+                   eta interval, blocked bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT s.loop_id, s.status, s.total, s.completed, s.failed, s.active, s.percent,
+           s.items_per_sec, s.elapsed, s.eta, s.blocked
+      FROM (SELECT p.node_index, p.loop_id,
+                   -- A running loop of a paused run (bf_pause) says so.
+                   CASE WHEN p.status = 'running' AND p.finished_at IS NULL
+                             AND EXISTS (SELECT 1 FROM batchflow.run pr
+                                          WHERE pr.id = p.run_id AND pr.status = 'paused')
+                        THEN 'paused' ELSE p.status END AS status,
+                   p.total, p.completed, p.failed,
+                   p.active, p.percent, p.items_per_sec, p.elapsed, p.eta,
+                   -- dependsOn: pending items still waiting for a dependency.
+                   CASE WHEN p.finished_at IS NULL AND l.node ? 'dependsOn'
+                        THEN (SELECT count(*) FROM batchflow.item i
+                               WHERE i.loop_ref = l.id AND i.status = 'pending' AND i.unmet > 0)
+                        ELSE 0 END AS blocked
+              FROM batchflow._progress_all p
+              JOIN batchflow.loop l ON l.id = p.loop_ref
+             WHERE p.run_id = p_run AND p.kind = 'loop'
+            UNION ALL
+            SELECT (n.ord - 1)::int, n.node ->> 'id',
+                   CASE WHEN r.finished_at IS NULL THEN 'pending' ELSE 'skipped' END,
+                   CASE WHEN jsonb_typeof(n.node -> 'inputSource' -> 'static') = 'array'
+                        THEN jsonb_array_length(n.node -> 'inputSource' -> 'static')::bigint END,
+                   0::bigint, 0::bigint, 0, 0.0, NULL::numeric, NULL::interval, NULL::interval,
+                   0::bigint
+              FROM batchflow.run r
+              JOIN batchflow.workflow_version v ON v.id = r.version_id
+             CROSS JOIN LATERAL jsonb_array_elements(v.definition -> 'nodes') WITH ORDINALITY AS n(node, ord)
+             WHERE r.id = p_run
+               AND n.node ->> 'type' = 'loop'
+               AND NOT EXISTS (SELECT 1 FROM batchflow.loop l
+                                WHERE l.run_id = p_run AND l.node_id = n.node ->> 'id')) s
+     ORDER BY s.node_index
+$$;
+
+CREATE OR REPLACE FUNCTION batchflow._summary(p_run bigint)
+    RETURNS TABLE (loop_id text, kind text, status text, total bigint, succeeded bigint,
+                   failed bigint, skipped bigint, remaining bigint, failed_attempts bigint,
+                   last_error text)
+LANGUAGE sql STABLE AS $$
+    SELECT p.loop_id, p.kind, p.status, p.total, p.completed, p.failed, p.skipped,
+           greatest(p.total - p.completed - p.failed - p.skipped, 0),
+           -- Kept by the history retention when it deleted the item errors.
+           coalesce(lp.failed_attempts,
+                    (SELECT count(*) FROM batchflow.item_error e WHERE e.loop_ref = p.loop_ref)),
+           coalesce(lp.last_error,
+                    (SELECT e.error FROM batchflow.item_error e WHERE e.loop_ref = p.loop_ref
+                      ORDER BY e.id DESC LIMIT 1))
+      FROM batchflow._progress_all p
+      LEFT JOIN batchflow.loop_progress lp ON lp.loop_ref = p.loop_ref
+     WHERE p.run_id = p_run
+     ORDER BY p.node_index
+$$;
+
+DROP VIEW batchflow.dashboard;
+CREATE VIEW batchflow.dashboard WITH (security_barrier = true) AS
+WITH v AS (
+    SELECT r.id, r.workflow, r.status, r.started_at, r.finished_at,
+           row_number() OVER (PARTITION BY r.finished_at IS NULL
+                              ORDER BY r.finished_at DESC, r.id DESC) AS recent
+      FROM batchflow.runs r
+), counts AS (
+    SELECT count(*) FILTER (WHERE v.status = 'running') AS running,
+           count(*) FILTER (WHERE v.status = 'paused') AS paused,
+           count(*) FILTER (WHERE v.finished_at IS NULL AND v.status NOT IN ('running', 'paused')) AS other,
+           count(*) FILTER (WHERE v.finished_at IS NOT NULL) AS finished
+      FROM v
+), lines AS (
+    SELECT 0 AS part, 0::bigint AS sort, NULL::bigint AS run, NULL::text AS workflow,
+           NULL::text AS status, NULL::text AS node,
+           format('%s running, %s paused%s; last %s of %s finished',
+                  c.running, c.paused,
+                  CASE WHEN c.other > 0 THEN format(', %s pending', c.other) ELSE '' END,
+                  least(c.finished, 20), c.finished) AS progress,
+           NULL::numeric AS percent, NULL::text AS items, NULL::bigint AS skipped,
+           NULL::numeric AS items_per_sec, NULL::interval AS eta, NULL::interval AS elapsed,
+           NULL::int AS active, NULL::numeric AS failed, NULL::bigint AS errors
+      FROM counts c
+    UNION ALL
+    SELECT CASE WHEN v.finished_at IS NULL THEN 1 ELSE 2 END,
+           v.recent,
+           v.id,
+           v.workflow,
+           v.status,
+           a.node,
+           '[' || repeat('#', b.done) || repeat('-', b.skipped) || repeat('.', 20 - b.done - b.skipped) || ']'
+               || CASE WHEN v.status IN ('paused', 'failed', 'cancelled') THEN ' ' || v.status
+                       WHEN v.status = 'running' AND a.throttled THEN ' throttled'
+                       ELSE '' END,
+           a.percent,
+           a.done || '/' || a.total,
+           a.skipped,
+           -- A paused run has no rate or ETA to show.
+           CASE WHEN v.status <> 'paused' THEN a.items_per_sec END,
+           CASE WHEN v.status <> 'paused' THEN date_trunc('second', a.eta) END,
+           date_trunc('second', coalesce(v.finished_at, clock_timestamp()) - v.started_at),
+           a.active,
+           a.failed,
+           (SELECT count(*) FROM batchflow.item_error e WHERE e.run_id = v.id)
+      FROM v
+     CROSS JOIN LATERAL (
+            SELECT coalesce(sum(p.total), 0) AS total,
+                   coalesce(sum(p.completed + p.failed), 0) AS done,
+                   coalesce(sum(p.skipped), 0) AS skipped,
+                   coalesce(sum(p.failed), 0) AS failed,
+                   coalesce(sum(p.active), 0)::int AS active,
+                   CASE WHEN coalesce(sum(p.total), 0) = 0 THEN
+                             CASE WHEN v.status = 'succeeded' THEN 100.0 ELSE 0.0 END
+                        ELSE round(100.0 * sum(p.completed + p.failed) / sum(p.total), 1)
+                   END AS percent,
+                   sum(p.items_per_sec) FILTER (WHERE p.finished_at IS NULL) AS items_per_sec,
+                   max(p.eta) FILTER (WHERE p.finished_at IS NULL) AS eta,
+                   coalesce(bool_or(p.status = 'throttled'), false) AS throttled,
+                   (array_agg(p.loop_id ORDER BY p.node_index DESC))[1] AS node
+              FROM batchflow._progress_all p
+             WHERE p.run_id = v.id) a
+     CROSS JOIN LATERAL (
+            -- Bar cells: items ended (#), then skipped (-), never over 20.
+            SELECT least(d, 20) AS done, least(s, 20 - least(d, 20)) AS skipped
+              FROM (SELECT CASE WHEN a.total = 0 THEN CASE WHEN v.status = 'succeeded' THEN 20 ELSE 0 END
+                                ELSE floor(20.0 * a.done / a.total)::int END AS d,
+                           CASE WHEN a.total = 0 THEN 0
+                                ELSE ceil(20.0 * a.skipped / a.total)::int END AS s) x) b
+     WHERE v.finished_at IS NULL OR v.recent <= 20
+)
+SELECT run, workflow, status, node, progress, percent, items, skipped, items_per_sec, eta,
+       elapsed, active, failed, errors
+  FROM lines
+ ORDER BY part, sort;
+COMMENT ON VIEW batchflow.dashboard IS 'A first line saying what is shown, then every running and paused run and the 20 runs that finished last, that you may see, with a progress bar; SELECT * FROM batchflow.dashboard \watch 1';
+COMMENT ON COLUMN batchflow.dashboard.run IS 'Run id (empty on the first line, which says what is shown)';
+COMMENT ON COLUMN batchflow.dashboard.workflow IS 'Workflow name';
+COMMENT ON COLUMN batchflow.dashboard.status IS 'Run status';
+COMMENT ON COLUMN batchflow.dashboard.node IS 'The node the run is at (or stopped at)';
+COMMENT ON COLUMN batchflow.dashboard.progress IS 'Bar over the items of the nodes reached: # ended, - skipped, . still to do; then the status word when the run is paused, throttled, failed or cancelled. On the first line: which runs are shown';
+COMMENT ON COLUMN batchflow.dashboard.percent IS 'Items ended (succeeded or failed, not skipped) per 100 items of the nodes reached';
+COMMENT ON COLUMN batchflow.dashboard.items IS 'Items ended (succeeded or failed) / items, over the nodes reached';
+COMMENT ON COLUMN batchflow.dashboard.skipped IS 'Items skipped (fail-fast or cancel)';
+COMMENT ON COLUMN batchflow.dashboard.items_per_sec IS 'Recent rate of the open loops';
+COMMENT ON COLUMN batchflow.dashboard.eta IS 'Estimated time to finish the open loops';
+COMMENT ON COLUMN batchflow.dashboard.elapsed IS 'Time since the run started, or its duration';
+COMMENT ON COLUMN batchflow.dashboard.active IS 'Items executing right now';
+COMMENT ON COLUMN batchflow.dashboard.failed IS 'Items failed';
+COMMENT ON COLUMN batchflow.dashboard.errors IS 'Failed attempts, retried ones included';
+GRANT SELECT ON batchflow.dashboard TO PUBLIC;

@@ -36,7 +36,9 @@ CREATE TABLE batchflow.loop_progress (
     completed   bigint NOT NULL DEFAULT 0 CHECK (completed >= 0),
     failed      bigint NOT NULL DEFAULT 0 CHECK (failed >= 0),
     skipped     bigint NOT NULL DEFAULT 0 CHECK (skipped >= 0),
-    updated_at  timestamptz NOT NULL DEFAULT now()
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    failed_attempts bigint CHECK (failed_attempts >= 0),
+    last_error  text
 );
 COMMENT ON TABLE batchflow.loop_progress IS 'Per loop: the base of its progress counts, or its final counts once closed';
 COMMENT ON COLUMN batchflow.loop_progress.loop_ref IS 'The loop (batchflow.loop.id)';
@@ -46,6 +48,8 @@ COMMENT ON COLUMN batchflow.loop_progress.completed IS 'Items succeeded (base, o
 COMMENT ON COLUMN batchflow.loop_progress.failed IS 'Items failed (base, or final)';
 COMMENT ON COLUMN batchflow.loop_progress.skipped IS 'Items skipped (base, or final)';
 COMMENT ON COLUMN batchflow.loop_progress.updated_at IS 'When the base or final counts were last set';
+COMMENT ON COLUMN batchflow.loop_progress.failed_attempts IS 'Failed attempts of the loop''s items, kept when the history retention deletes its item errors (NULL before)';
+COMMENT ON COLUMN batchflow.loop_progress.last_error IS 'The loop''s last item error, kept when the history retention deletes its item errors (NULL before)';
 
 CREATE INDEX loop_progress_recount_idx ON batchflow.loop_progress (loop_ref) WHERE state = 'recount';
 CREATE INDEX loop_progress_run_idx ON batchflow.loop_progress (run_id);

@@ -93,6 +93,17 @@ BEGIN
         RETURN 0;
     END IF;
 
+    -- Before the first deletion: keep what bf_summary reads of the errors.
+    IF NOT EXISTS (SELECT 1 FROM batchflow.pruned_run p WHERE p.run_id = v_run) THEN
+        UPDATE batchflow.loop_progress lp
+           SET failed_attempts = e.n, last_error = e.last_error
+          FROM (SELECT e.loop_ref, count(*) AS n,
+                       (array_agg(e.error ORDER BY e.id DESC))[1] AS last_error
+                  FROM batchflow.item_error e WHERE e.run_id = v_run
+                 GROUP BY e.loop_ref) e
+         WHERE lp.loop_ref = e.loop_ref;
+    END IF;
+
     DELETE FROM batchflow.item_error
      WHERE id IN (SELECT id FROM batchflow.item_error WHERE run_id = v_run LIMIT p_batch);
     GET DIAGNOSTICS v_errors = ROW_COUNT;

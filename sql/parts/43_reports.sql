@@ -56,6 +56,13 @@ LANGUAGE sql STABLE AS $$
                                                           - p.completed - p.failed - p.skipped)::numeric
                                                          / p.items_per_sec, 3)::float8)
                    END AS eta,
+                   -- A running loop of a paused run (bf_pause) says so.
+                   CASE WHEN p.status = 'running' AND p.finished_at IS NULL
+                             AND EXISTS (SELECT 1 FROM batchflow.run pr
+                                          WHERE pr.id = p.run_id AND pr.status = 'paused')
+                        THEN 'paused' ELSE p.status END AS status,
+                   p.total, p.completed, p.failed,
+                   p.active, p.percent, p.items_per_sec, p.elapsed, p.eta,
                    -- dependsOn: pending items still waiting for a dependency.
                    CASE WHEN p.finished_at IS NULL AND l.node ? 'dependsOn'
                         THEN (SELECT count(*) FROM batchflow.item i
@@ -142,10 +149,14 @@ CREATE FUNCTION batchflow._summary(p_run bigint)
 LANGUAGE sql STABLE AS $$
     SELECT p.loop_id, p.kind, p.status, p.total, p.completed, p.failed, p.skipped,
            greatest(p.total - p.completed - p.failed - p.skipped, 0),
-           (SELECT count(*) FROM batchflow.item_error e WHERE e.loop_ref = p.loop_ref),
-           (SELECT e.error FROM batchflow.item_error e WHERE e.loop_ref = p.loop_ref
-             ORDER BY e.id DESC LIMIT 1)
+           -- Kept by the history retention when it deleted the item errors.
+           coalesce(lp.failed_attempts,
+                    (SELECT count(*) FROM batchflow.item_error e WHERE e.loop_ref = p.loop_ref)),
+           coalesce(lp.last_error,
+                    (SELECT e.error FROM batchflow.item_error e WHERE e.loop_ref = p.loop_ref
+                      ORDER BY e.id DESC LIMIT 1))
       FROM batchflow._progress_all p
+      LEFT JOIN batchflow.loop_progress lp ON lp.loop_ref = p.loop_ref
      WHERE p.run_id = p_run
      ORDER BY p.node_index
 $$;

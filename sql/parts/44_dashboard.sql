@@ -13,49 +13,97 @@ $$;
 COMMENT ON FUNCTION batchflow.progress_bar(numeric, int) IS 'A text progress bar of the given width';
 
 /*
- * One line per run that is running or finished in the last 10 minutes,
- * running ones first.  Figures cover the loops the run has reached.
+ * What a terminal can show: a first line that says what is listed, then
+ * every running and paused run, newest first, then at most the 20 runs
+ * that finished last.  The bar shows items ended (#) and skipped (-); its
+ * line ends with the run's status word when the run is not simply running
+ * or succeeded (paused, throttled, failed, cancelled), so that a stopped
+ * run never looks complete.  Figures cover the loops the run has reached.
  * Meant for psql:  SELECT * FROM batchflow.dashboard \watch 1
  */
 CREATE VIEW batchflow.dashboard WITH (security_barrier = true) AS
-SELECT r.id AS run,
-       r.workflow,
-       r.status,
-       a.node,
-       batchflow.progress_bar(a.percent) AS progress,
-       a.percent,
-       a.done || '/' || a.total AS items,
-       a.items_per_sec,
-       date_trunc('second', a.eta) AS eta,
-       date_trunc('second', coalesce(r.finished_at, clock_timestamp()) - r.started_at) AS elapsed,
-       a.active,
-       a.failed,
-       (SELECT count(*) FROM batchflow.item_error e WHERE e.run_id = r.id) AS errors
-  FROM batchflow.runs r
- CROSS JOIN LATERAL (
-        SELECT coalesce(sum(p.total), 0) AS total,
-               coalesce(sum(p.completed + p.failed + p.skipped), 0) AS done,
-               coalesce(sum(p.failed), 0) AS failed,
-               coalesce(sum(p.active), 0)::int AS active,
-               CASE WHEN coalesce(sum(p.total), 0) = 0 THEN
-                         CASE WHEN r.finished_at IS NULL THEN 0.0 ELSE 100.0 END
-                    ELSE round(100.0 * sum(p.completed + p.failed + p.skipped) / sum(p.total), 1)
-               END AS percent,
-               sum(p.items_per_sec) FILTER (WHERE p.finished_at IS NULL) AS items_per_sec,
-               max(p.eta) FILTER (WHERE p.finished_at IS NULL) AS eta,
-               (array_agg(p.loop_id ORDER BY p.node_index DESC))[1] AS node
-          FROM batchflow._progress_all p
-         WHERE p.run_id = r.id) a
- WHERE r.finished_at IS NULL OR r.finished_at > clock_timestamp() - interval '10 minutes'
- ORDER BY r.finished_at IS NULL DESC, r.id DESC;
-COMMENT ON VIEW batchflow.dashboard IS 'One line per running or recently finished run you may see, with a progress bar; SELECT * FROM batchflow.dashboard \watch 1';
-COMMENT ON COLUMN batchflow.dashboard.run IS 'Run id';
+WITH v AS (
+    SELECT r.id, r.workflow, r.status, r.started_at, r.finished_at,
+           row_number() OVER (PARTITION BY r.finished_at IS NULL
+                              ORDER BY r.finished_at DESC, r.id DESC) AS recent
+      FROM batchflow.runs r
+), counts AS (
+    SELECT count(*) FILTER (WHERE v.status = 'running') AS running,
+           count(*) FILTER (WHERE v.status = 'paused') AS paused,
+           count(*) FILTER (WHERE v.finished_at IS NULL AND v.status NOT IN ('running', 'paused')) AS other,
+           count(*) FILTER (WHERE v.finished_at IS NOT NULL) AS finished
+      FROM v
+), lines AS (
+    SELECT 0 AS part, 0::bigint AS sort, NULL::bigint AS run, NULL::text AS workflow,
+           NULL::text AS status, NULL::text AS node,
+           format('%s running, %s paused%s; last %s of %s finished',
+                  c.running, c.paused,
+                  CASE WHEN c.other > 0 THEN format(', %s pending', c.other) ELSE '' END,
+                  least(c.finished, 20), c.finished) AS progress,
+           NULL::numeric AS percent, NULL::text AS items, NULL::bigint AS skipped,
+           NULL::numeric AS items_per_sec, NULL::interval AS eta, NULL::interval AS elapsed,
+           NULL::int AS active, NULL::numeric AS failed, NULL::bigint AS errors
+      FROM counts c
+    UNION ALL
+    SELECT CASE WHEN v.finished_at IS NULL THEN 1 ELSE 2 END,
+           v.recent,
+           v.id,
+           v.workflow,
+           v.status,
+           a.node,
+           '[' || repeat('#', b.done) || repeat('-', b.skipped) || repeat('.', 20 - b.done - b.skipped) || ']'
+               || CASE WHEN v.status IN ('paused', 'failed', 'cancelled') THEN ' ' || v.status
+                       WHEN v.status = 'running' AND a.throttled THEN ' throttled'
+                       ELSE '' END,
+           a.percent,
+           a.done || '/' || a.total,
+           a.skipped,
+           -- A paused run has no rate or ETA to show.
+           CASE WHEN v.status <> 'paused' THEN a.items_per_sec END,
+           CASE WHEN v.status <> 'paused' THEN date_trunc('second', a.eta) END,
+           date_trunc('second', coalesce(v.finished_at, clock_timestamp()) - v.started_at),
+           a.active,
+           a.failed,
+           (SELECT count(*) FROM batchflow.item_error e WHERE e.run_id = v.id)
+      FROM v
+     CROSS JOIN LATERAL (
+            SELECT coalesce(sum(p.total), 0) AS total,
+                   coalesce(sum(p.completed + p.failed), 0) AS done,
+                   coalesce(sum(p.skipped), 0) AS skipped,
+                   coalesce(sum(p.failed), 0) AS failed,
+                   coalesce(sum(p.active), 0)::int AS active,
+                   CASE WHEN coalesce(sum(p.total), 0) = 0 THEN
+                             CASE WHEN v.status = 'succeeded' THEN 100.0 ELSE 0.0 END
+                        ELSE round(100.0 * sum(p.completed + p.failed) / sum(p.total), 1)
+                   END AS percent,
+                   sum(p.items_per_sec) FILTER (WHERE p.finished_at IS NULL) AS items_per_sec,
+                   max(p.eta) FILTER (WHERE p.finished_at IS NULL) AS eta,
+                   coalesce(bool_or(p.status = 'throttled'), false) AS throttled,
+                   (array_agg(p.loop_id ORDER BY p.node_index DESC))[1] AS node
+              FROM batchflow._progress_all p
+             WHERE p.run_id = v.id) a
+     CROSS JOIN LATERAL (
+            -- Bar cells: items ended (#), then skipped (-), never over 20.
+            SELECT least(d, 20) AS done, least(s, 20 - least(d, 20)) AS skipped
+              FROM (SELECT CASE WHEN a.total = 0 THEN CASE WHEN v.status = 'succeeded' THEN 20 ELSE 0 END
+                                ELSE floor(20.0 * a.done / a.total)::int END AS d,
+                           CASE WHEN a.total = 0 THEN 0
+                                ELSE ceil(20.0 * a.skipped / a.total)::int END AS s) x) b
+     WHERE v.finished_at IS NULL OR v.recent <= 20
+)
+SELECT run, workflow, status, node, progress, percent, items, skipped, items_per_sec, eta,
+       elapsed, active, failed, errors
+  FROM lines
+ ORDER BY part, sort;
+COMMENT ON VIEW batchflow.dashboard IS 'A first line saying what is shown, then every running and paused run and the 20 runs that finished last, that you may see, with a progress bar; SELECT * FROM batchflow.dashboard \watch 1';
+COMMENT ON COLUMN batchflow.dashboard.run IS 'Run id (empty on the first line, which says what is shown)';
 COMMENT ON COLUMN batchflow.dashboard.workflow IS 'Workflow name';
 COMMENT ON COLUMN batchflow.dashboard.status IS 'Run status';
 COMMENT ON COLUMN batchflow.dashboard.node IS 'The node the run is at (or stopped at)';
-COMMENT ON COLUMN batchflow.dashboard.progress IS 'Progress bar over the items of the nodes reached';
-COMMENT ON COLUMN batchflow.dashboard.percent IS 'Items ended per 100 items of the nodes reached';
-COMMENT ON COLUMN batchflow.dashboard.items IS 'Items ended / items, over the nodes reached';
+COMMENT ON COLUMN batchflow.dashboard.progress IS 'Bar over the items of the nodes reached: # ended, - skipped, . still to do; then the status word when the run is paused, throttled, failed or cancelled. On the first line: which runs are shown';
+COMMENT ON COLUMN batchflow.dashboard.percent IS 'Items ended (succeeded or failed, not skipped) per 100 items of the nodes reached';
+COMMENT ON COLUMN batchflow.dashboard.items IS 'Items ended (succeeded or failed) / items, over the nodes reached';
+COMMENT ON COLUMN batchflow.dashboard.skipped IS 'Items skipped (fail-fast or cancel)';
 COMMENT ON COLUMN batchflow.dashboard.items_per_sec IS 'Recent rate of the open loops';
 COMMENT ON COLUMN batchflow.dashboard.eta IS 'Estimated time to finish the open loops';
 COMMENT ON COLUMN batchflow.dashboard.elapsed IS 'Time since the run started, or its duration';

@@ -126,6 +126,7 @@ SELECT count(*) FROM batchflow.run WHERE sec_bob.leak(input::text);
 SELECT count(*) FROM batchflow.items WHERE sec_bob.leak(output::text);
 SELECT count(*) FROM batchflow.item WHERE sec_bob.leak(output::text);
 SELECT count(*) FROM batchflow.progress WHERE sec_bob.leak(run_id || ':' || (SELECT 'alice' WHERE run_id = :alice_run));
+-- bob's own run, and the dashboard's first line (which says what is shown).
 SELECT count(*) FROM batchflow.dashboard WHERE sec_bob.leak(workflow);
 
 -- bob can neither control nor watch alice's run, nor start or change her workflow.

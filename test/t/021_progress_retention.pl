@@ -44,6 +44,10 @@ is($node->safe_psql('postgres', "SELECT bf_wait($done, '2 minutes')"),
 my $counts_before = $node->safe_psql('postgres',
 	"SELECT completed, failed FROM bf_progress($done)");
 is($counts_before, '960|240', 'its progress: 960 completed, 240 failed');
+my $summary_before = $node->safe_psql('postgres',
+	"SELECT succeeded, failed, failed_attempts, last_error FROM bf_summary($done)");
+is($summary_before, '960|240|240|division by zero',
+	'its summary: 240 failed attempts, the last error');
 
 # With retention 0, nothing goes, however old.
 sleep(3);
@@ -82,6 +86,9 @@ is($node->safe_psql('postgres',
 is($node->safe_psql('postgres',
 		"SELECT completed, failed FROM bf_progress($done)"),
 	$counts_before, 'bf_progress still has its final counts');
+is($node->safe_psql('postgres',
+		"SELECT succeeded, failed, failed_attempts, last_error FROM bf_summary($done)"),
+	$summary_before, 'bf_summary still has its counts, failed attempts and last error');
 my ($rc, $stdout, $stderr) =
   $node->psql('postgres', "SELECT count(*) FROM bf_report($done)");
 is($stdout, '0', 'bf_report has no failed item left to show');
