@@ -45,7 +45,7 @@ my ($out, $err);
 my $rc = $node->psql('postgres', $script, stdout => \$out, stderr => \$err,
 	on_error_stop => 1, timeout => 300);
 is($rc, 0, 'every SQL block of docs/monitoring.md runs without error') or diag($err);
-my $outfile = "$PostgreSQL::Test::Utils::log_path/081_monitoring_docs_output.txt";
+my $outfile = "$PostgreSQL::Test::Utils::log_path/086_monitoring_docs_output.txt";
 open(my $o, '>', $outfile) or die "cannot write $outfile: $!";
 print $o $out;
 close($o);
