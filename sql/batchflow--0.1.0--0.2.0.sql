@@ -13,6 +13,12 @@
 
 \echo Use "ALTER EXTENSION batchflow UPDATE TO '0.2.0'" to load this file. \quit
 
+-- Locks first, in the order the workers take them (a claim reads loop, then
+-- run, then item): the sections below alter these tables, and taking them
+-- one by one as they come would deadlock with a worker that holds the run
+-- table and waits for the item table.  Items executing now finish first.
+LOCK TABLE batchflow.loop, batchflow.run, batchflow.item IN ACCESS EXCLUSIVE MODE;
+
 -- Settings: SQL reads batchflow's settings through batchflow._setting(),
 -- which loads the library (defining every setting with its default), instead
 -- of current_setting(name, true) with the C defaults repeated as literals
@@ -2209,7 +2215,15 @@ BEGIN
        AND r.finished_at >= coalesce((SELECT p.finished_at FROM batchflow.pruned_run p
                                        WHERE p.pruned_at IS NOT NULL
                                        ORDER BY p.finished_at DESC LIMIT 1),
-                                     '-infinity') - interval '1 hour'
+                                     '-infinity')
+       -- Not past the start of any open transaction of this database: one
+       -- of them may still close a run, whose finished_at (its clock, not
+       -- its commit) is after its start.  So the watermark above never
+       -- passes a run that is not visible yet.
+       AND r.finished_at < (SELECT min(a.xact_start) FROM pg_catalog.pg_stat_activity a
+                             WHERE a.datid = (SELECT d.oid FROM pg_catalog.pg_database d
+                                               WHERE d.datname = pg_catalog.current_database())
+                               AND a.backend_type <> 'autovacuum worker')
        AND NOT EXISTS (SELECT 1 FROM batchflow.pruned_run p
                         WHERE p.run_id = r.id AND p.pruned_at IS NOT NULL)
      ORDER BY r.finished_at
