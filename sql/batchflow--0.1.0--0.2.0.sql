@@ -2287,13 +2287,23 @@ LANGUAGE sql STABLE AS $$
     SELECT s.loop_id, s.status, s.total, s.completed, s.failed, s.active, s.percent,
            s.items_per_sec, s.elapsed, s.eta, s.blocked
       FROM (SELECT p.node_index, p.loop_id,
-                   -- A running loop of a paused run (bf_pause) says so.
+                   -- A running loop of a paused run (bf_pause) says so; one held
+                   -- back by maxItemsPerSecond or maxReplicationLag (part 25) too.
                    CASE WHEN p.status = 'running' AND p.finished_at IS NULL
                              AND EXISTS (SELECT 1 FROM batchflow.run pr
                                           WHERE pr.id = p.run_id AND pr.status = 'paused')
-                        THEN 'paused' ELSE p.status END AS status,
+                        THEN 'paused'
+                        WHEN p.status = 'running' AND batchflow._loop_throttled(p.loop_ref)
+                        THEN 'throttled' ELSE p.status END AS status,
                    p.total, p.completed, p.failed,
-                   p.active, p.percent, p.items_per_sec, p.elapsed, p.eta,
+                   p.active, p.percent, p.items_per_sec, p.elapsed,
+                   -- still materialising: the planner's row estimate stands for the total
+                   CASE WHEN f.loop_ref IS NULL OR p.status <> 'running' THEN p.eta
+                        WHEN p.items_per_sec > 0
+                        THEN make_interval(secs => round((greatest(f.estimate, p.total::float8, 0)
+                                                          - p.completed - p.failed - p.skipped)::numeric
+                                                         / p.items_per_sec, 3)::float8)
+                   END AS eta,
                    -- dependsOn: pending items still waiting for a dependency.
                    CASE WHEN p.finished_at IS NULL AND l.node ? 'dependsOn'
                         THEN (SELECT count(*) FROM batchflow.item i
@@ -2301,6 +2311,7 @@ LANGUAGE sql STABLE AS $$
                         ELSE 0 END AS blocked
               FROM batchflow._progress_all p
               JOIN batchflow.loop l ON l.id = p.loop_ref
+              LEFT JOIN batchflow.loop_fill f ON f.loop_ref = p.loop_ref
              WHERE p.run_id = p_run AND p.kind = 'loop'
             UNION ALL
             SELECT (n.ord - 1)::int, n.node ->> 'id',

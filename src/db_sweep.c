@@ -32,6 +32,7 @@
 #include "history_prune.h"
 #include "pool.h"
 #include "run.h"
+#include "run_control.h"
 #include "spi_util.h"
 
 /*
@@ -66,6 +67,7 @@ bf_db_sweep(bool recover)
 		bf_wake_workers();
 	bf_counter_rebuild_sweep(recover);
 	bf_history_prune_sweep();
+	bf_run_retention_sweep();
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	return true;

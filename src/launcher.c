@@ -50,7 +50,6 @@
 #include "launcher.h"
 #include "pool.h"
 #include "worker.h"
-#include "run_control.h"
 
 static volatile sig_atomic_t got_sigterm = false;
 
@@ -167,44 +166,6 @@ bf_stop_pool(BackgroundWorkerHandle **handles)
 	for (int i = 0; i < bf_pool_nslots(); i++)
 		if (handles[i] != NULL)
 			TerminateBackgroundWorker(handles[i]);
-}
-
-/*
- * Re-queue items whose claim no live worker holds (after a restart: every
- * claim), then close loops that have nothing left to execute, each in a
- * transaction of its own; wake the workers after a restart (recover).
- */
-static void
-bf_sweep(bool recover)
-{
-	int64	   *ids = NULL;
-	int			n = 0;
-	MemoryContext cxt = CurrentMemoryContext;
-
-	bf_txn_begin("batchflow: sweeping");
-	if (!OidIsValid(get_namespace_oid("batchflow", true)))
-	{
-		bf_txn_end();
-		pgstat_report_activity(STATE_IDLE, NULL);
-		return;
-	}
-	bf_requeue_orphans();
-	ids = bf_loops_to_close(cxt, &n);
-	bf_txn_end();
-
-	for (int i = 0; i < n; i++)
-	{
-		bf_txn_begin("batchflow: closing loop");
-		(void) bf_loop_try_close(ids[i]);
-		bf_txn_end();
-	}
-	if (recover || n > 0)
-		bf_wake_workers();
-	bf_counter_rebuild_sweep();
-	bf_history_prune_sweep();
-	bf_run_retention_sweep();
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
 /* Entry point of the launcher. */

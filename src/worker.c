@@ -218,10 +218,7 @@ bf_worker_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 
 	bf_worker_db_connect(DatumGetInt32(main_arg));
-	bf_pool_attach(DatumGetInt32(main_arg));
-	bf_idle_attach(DatumGetInt32(main_arg), MyLatch);
 	bf_cancel_worker_attach(bf_pool_my_slot());
-	BackgroundWorkerInitializeConnection(bf_database_name, NULL, 0);
 	bf_worker_pin_search_path();
 	pgstat_report_appname("batchflow worker");
 

@@ -44,8 +44,13 @@ LANGUAGE sql STABLE AS $$
     SELECT s.loop_id, s.status, s.total, s.completed, s.failed, s.active, s.percent,
            s.items_per_sec, s.elapsed, s.eta, s.blocked
       FROM (SELECT p.node_index, p.loop_id,
-                   -- held back by maxItemsPerSecond or maxReplicationLag (part 25)
-                   CASE WHEN p.status = 'running' AND batchflow._loop_throttled(p.loop_ref)
+                   -- A running loop of a paused run (bf_pause) says so; one held
+                   -- back by maxItemsPerSecond or maxReplicationLag (part 25) too.
+                   CASE WHEN p.status = 'running' AND p.finished_at IS NULL
+                             AND EXISTS (SELECT 1 FROM batchflow.run pr
+                                          WHERE pr.id = p.run_id AND pr.status = 'paused')
+                        THEN 'paused'
+                        WHEN p.status = 'running' AND batchflow._loop_throttled(p.loop_ref)
                         THEN 'throttled' ELSE p.status END AS status,
                    p.total, p.completed, p.failed,
                    p.active, p.percent, p.items_per_sec, p.elapsed,
@@ -56,13 +61,6 @@ LANGUAGE sql STABLE AS $$
                                                           - p.completed - p.failed - p.skipped)::numeric
                                                          / p.items_per_sec, 3)::float8)
                    END AS eta,
-                   -- A running loop of a paused run (bf_pause) says so.
-                   CASE WHEN p.status = 'running' AND p.finished_at IS NULL
-                             AND EXISTS (SELECT 1 FROM batchflow.run pr
-                                          WHERE pr.id = p.run_id AND pr.status = 'paused')
-                        THEN 'paused' ELSE p.status END AS status,
-                   p.total, p.completed, p.failed,
-                   p.active, p.percent, p.items_per_sec, p.elapsed, p.eta,
                    -- dependsOn: pending items still waiting for a dependency.
                    CASE WHEN p.finished_at IS NULL AND l.node ? 'dependsOn'
                         THEN (SELECT count(*) FROM batchflow.item i
