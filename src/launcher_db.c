@@ -29,7 +29,6 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_database.h"
-#include "commands/dbcommands.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -48,6 +47,7 @@ static TimestampTz last_scan = 0;
 static bool named_registered = false;
 
 static bool bf_oid_in(Oid oid, const Oid *oids, int n);
+static Oid	bf_named_database_oid(void);
 
 /* Is oid among oids[0..n)? */
 static bool
@@ -57,6 +57,43 @@ bf_oid_in(Oid oid, const Oid *oids, int n)
 		if (oids[i] == oid)
 			return true;
 	return false;
+}
+
+/*
+ * The oid of the database batchflow.database_name names, or InvalidOid
+ * (inside a transaction).  Read by a heap scan of pg_database, like the
+ * scan of every database, not through the syscache: a process connected to
+ * no database cannot build the relcache entry of pg_database's indexes
+ * while the shared relcache init file does not exist yet (the first start
+ * after initdb), and get_database_oid failed there with FATAL "cannot read
+ * pg_class without having selected a database"; the launcher then served
+ * nothing until the postmaster restarted it 5 seconds later.
+ */
+static Oid
+bf_named_database_oid(void)
+{
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tuple;
+	Oid			oid = InvalidOid;
+
+	PushActiveSnapshot(GetTransactionSnapshot());
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tuple = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tuple);
+
+		if (strcmp(NameStr(db->datname), bf_database_name) == 0)
+		{
+			oid = db->oid;
+			break;
+		}
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	PopActiveSnapshot();
+	return oid;
 }
 
 /* Register the databases to serve that are new since the last look. */
@@ -81,7 +118,7 @@ bf_launcher_find_databases(void)
 			return;
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
-		oid = get_database_oid(bf_database_name, true);
+		oid = bf_named_database_oid();
 		CommitTransactionCommand();
 		if (OidIsValid(oid))
 		{
