@@ -32,6 +32,10 @@
  *	  moved and its last look saw no loop with work left (claim.c), does
  *	  not start a transaction to find nothing: it goes back to sleep,
  *	  looking anyway every BF_QUIET_LOOK_EVERY polls as a safety net.
+ *	  A latch set by PostgreSQL itself (a shared invalidation catch-up
+ *	  signal, a barrier), with no waker and the generation unmoved, is
+ *	  not a wake-up either: the worker serves the signal without a look
+ *	  and sleeps out the rest of its poll.
  *
  *	  Nothing here is durable: after a crash the list starts empty and
  *	  every worker's first step is a look.
@@ -392,6 +396,22 @@ bf_idle_may_skip_look(int rc, uint64 looked_at_gen)
 		return false;
 	}
 	return true;
+}
+
+/*
+ * After a sleep that ended with WaitLatch's result rc: was the latch set
+ * by something other than batchflow's wake-ups?  PostgreSQL's own signals
+ * set it too (a shared invalidation catch-up, which the sinval queue
+ * passes from one lagging backend to the next, or a barrier): with no
+ * waker, and the generation where it was at the last look, there is no
+ * new committed work, so the worker must not look (an uncommitted bf_start
+ * wakes no one).
+ */
+bool
+bf_idle_latch_is_foreign(int rc, uint64 looked_at_gen)
+{
+	return (rc & WL_LATCH_SET) && my_reason == BF_WAKE_NONE &&
+		bf_work_generation() == looked_at_gen;
 }
 
 PG_FUNCTION_INFO_V1(bf_sql_loop_wake);

@@ -43,6 +43,7 @@ extern void bf_wake_helpers(int nworkers);
 extern int	bf_idle_count(void);
 extern void bf_idle_claimed(const struct BfClaim *claim);
 extern void bf_idle_step_done(void);
+extern bool bf_idle_latch_is_foreign(int rc, uint64 looked_at_gen);
 extern bool bf_idle_may_skip_look(int rc, uint64 looked_at_gen);
 
 /* claim.c: did the last look see a loop with work left? */

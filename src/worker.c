@@ -42,6 +42,7 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
+#include "storage/sinval.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -230,6 +231,7 @@ bf_worker_main(Datum main_arg)
 		long		sleep_ms = 0;
 		bool		worked = false;
 		uint64		gen;
+		TimestampTz deadline;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -288,19 +290,38 @@ bf_worker_main(Datum main_arg)
 		 * the look began; woken by the poll timeout with nothing changed,
 		 * go back to sleep without a transaction (wakeup.c).
 		 */
+		deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), sleep_ms);
 		for (;;)
 		{
 			int			rc;
+			long		left;
 
 			if (!bf_idle_enter(gen))
 				break;
+			left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
 			rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						   sleep_ms, PG_WAIT_EXTENSION);
+						   Max(left, 1), PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
 			(void) bf_idle_leave();
-			if (ConfigReloadPending || !bf_idle_may_skip_look(rc, gen) ||
-				bf_db_worker_exit_requested())
+			if (ConfigReloadPending || bf_db_worker_exit_requested())
 				break;
+			if (bf_idle_latch_is_foreign(rc, gen))
+			{
+				/*
+				 * Not a wake-up: a signal of PostgreSQL's own (a shared
+				 * invalidation catch-up, a barrier).  Serve it without a
+				 * look and sleep out the rest of the poll.
+				 */
+				if (catchupInterruptPending)
+					ProcessCatchupInterrupt();
+				CHECK_FOR_INTERRUPTS();
+				if (TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline) > 0)
+					continue;
+				rc = WL_TIMEOUT;
+			}
+			if (!bf_idle_may_skip_look(rc, gen))
+				break;
+			deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), sleep_ms);
 		}
 		bf_worker_db_idle_end();
 	}
