@@ -103,43 +103,49 @@ CREATE TRIGGER loop_delete_deps AFTER DELETE ON batchflow.loop
     FOR EACH STATEMENT EXECUTE FUNCTION batchflow._loop_delete_deps();
 
 /*
- * Check a dependsOn loop's graph and record it: returns NULL when the keys
- * are unique, every dependency names an item of the loop and there is no
- * cycle (and then item_dep and item.unmet are filled in), or the problem.
+ * Check a dependsOn loop's graph, given its items (the loop's input array),
+ * and record it: when the keys are unique, every dependency names an item
+ * of the loop and there is no cycle, the edges go into item_dep and the
+ * result is each item's number of dependencies, by index (the item rows
+ * are inserted with it); otherwise "problem" says what is wrong and
+ * nothing is written.
  */
-CREATE FUNCTION batchflow._deps_link(p_loop bigint, p_node jsonb) RETURNS text
+CREATE FUNCTION batchflow._deps_link(p_loop bigint, p_run bigint, p_node jsonb, p_items jsonb,
+                                     OUT problem text, OUT unmet int[])
     LANGUAGE C VOLATILE STRICT AS 'MODULE_PATHNAME', 'bf_deps_link';
-COMMENT ON FUNCTION batchflow._deps_link(bigint, jsonb) IS 'Internal: check a dependsOn loop''s graph (keys, unknown dependencies, cycles) and record its edges and counts';
+COMMENT ON FUNCTION batchflow._deps_link(bigint, bigint, jsonb, jsonb) IS 'Internal: check a dependsOn loop''s graph (keys, unknown dependencies, cycles), record its edges and count each item''s dependencies';
 
 /*
- * Called by _advance right after a dependsOn loop's items were inserted.
- * A bad graph is an error of bf_start for the first node (nothing is
- * created); for a later node it fails the run, and the loop row is removed
- * again, as for an input source that is not an array.  Returns whether the
- * loop may run.
+ * Called by _advance for a dependsOn loop, after its loop row and before
+ * its items are inserted: returns the items' counts of dependencies.  A
+ * bad graph is an error of bf_start for the first node (nothing is
+ * created); for a later node it fails the run, the loop row is removed
+ * again, as for an input source that is not an array, and the result is
+ * NULL.
  */
-CREATE FUNCTION batchflow._deps_start(p_run bigint, p_loop bigint, p_node jsonb, p_from int)
-    RETURNS boolean
+CREATE FUNCTION batchflow._deps_start(p_run bigint, p_loop bigint, p_node jsonb, p_items jsonb,
+                                      p_from int) RETURNS int[]
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_msg text := batchflow._deps_link(p_loop, p_node);
+    d record;
     v_hint text := 'Give every item a unique key, list in its dependencies only keys of items of the same loop, and make sure no item depends on itself, directly or through others.';
 BEGIN
-    IF v_msg IS NULL THEN
-        RETURN true;
+    SELECT * INTO d FROM batchflow._deps_link(p_loop, p_run, p_node, p_items);
+    IF d.problem IS NULL THEN
+        RETURN d.unmet;
     END IF;
     IF p_from = 0 THEN
-        RAISE EXCEPTION '%', v_msg USING ERRCODE = 'invalid_parameter_value', HINT = v_hint;
+        RAISE EXCEPTION '%', d.problem USING ERRCODE = 'invalid_parameter_value', HINT = v_hint;
     END IF;
     DELETE FROM batchflow.loop WHERE id = p_loop;
     UPDATE batchflow.run
-       SET status = 'failed', finished_at = clock_timestamp(), error = v_msg
+       SET status = 'failed', finished_at = clock_timestamp(), error = d.problem
      WHERE id = p_run;
     PERFORM batchflow._run_finished_on_commit();
-    RETURN false;
+    RETURN NULL;
 END;
 $$;
-COMMENT ON FUNCTION batchflow._deps_start(bigint, bigint, jsonb, int) IS 'Internal: set up a dependsOn loop at its start, or refuse it (bf_start error, or failed run)';
+COMMENT ON FUNCTION batchflow._deps_start(bigint, bigint, jsonb, jsonb, int) IS 'Internal: set up a dependsOn loop at its start, or refuse it (bf_start error, or failed run)';
 
 /*
  * bf_retry re-queued failed and skipped items: count again which of their
@@ -157,8 +163,8 @@ LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
 $$;
 COMMENT ON FUNCTION batchflow._deps_retry(bigint) IS 'Internal: recount the unmet dependencies of items bf_retry re-queued';
 
-REVOKE ALL ON FUNCTION batchflow._loop_delete_deps(), batchflow._deps_link(bigint, jsonb),
-    batchflow._deps_start(bigint, bigint, jsonb, int), batchflow._deps_retry(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION batchflow._loop_delete_deps(), batchflow._deps_link(bigint, bigint, jsonb, jsonb),
+    batchflow._deps_start(bigint, bigint, jsonb, jsonb, int), batchflow._deps_retry(bigint) FROM PUBLIC;
 
 -- (_advance calls batchflow._deps_start when a dependsOn loop starts: see its
 -- final definition after the big-batch section.)
@@ -407,6 +413,7 @@ CREATE FUNCTION bf_progress(run bigint)
                    eta interval, blocked bigint)
     LANGUAGE C VOLATILE STRICT AS 'MODULE_PATHNAME', 'bf_progress';
 COMMENT ON FUNCTION bf_progress(bigint) IS 'Progress of each loop of a run: counts, items executing, percent, recent rate, elapsed time, ETA, and items waiting for their dependencies (blocked)';
+
 -- END i16 sections
 -- Backups (issue 13): every table and sequence is marked for pg_dump, and a
 -- restore's loads of loops and progress rows are told apart from the
@@ -930,6 +937,7 @@ DECLARE
     v_limit    bigint;
     v_total    bigint;
     v_big      record;
+    v_unmet    int[];
     v_msg      text;
     v_detail   text;
     v_hint     text;
@@ -1079,13 +1087,18 @@ BEGIN
             CONTINUE;
         END IF;
 
-        INSERT INTO batchflow.item (loop_ref, idx, run_id, item)
-        SELECT v_lid, (e.ord - 1)::int, p_run, e.value
-          FROM jsonb_array_elements(v_arr) WITH ORDINALITY AS e(value, ord);
-        -- dependsOn: check the graph and record it (part 25).
-        IF v_node ? 'dependsOn' AND NOT batchflow._deps_start(p_run, v_lid, v_node, p_from) THEN
-            RETURN;
+        -- dependsOn: check the graph, record its edges, count each item's
+        -- dependencies (part 25); NULL: refused, the run is failed.
+        v_unmet := NULL;
+        IF v_node ? 'dependsOn' THEN
+            v_unmet := batchflow._deps_start(p_run, v_lid, v_node, v_arr, p_from);
+            IF v_unmet IS NULL THEN
+                RETURN;
+            END IF;
         END IF;
+        INSERT INTO batchflow.item (loop_ref, idx, run_id, item, unmet)
+        SELECT v_lid, (e.ord - 1)::int, p_run, e.value, v_unmet[e.ord]
+          FROM jsonb_array_elements(v_arr) WITH ORDINALITY AS e(value, ord);
         UPDATE batchflow.run SET current_node = k WHERE id = p_run;
         PERFORM batchflow._wake_on_commit();
         RETURN;
@@ -1845,7 +1858,9 @@ GRANT SELECT ON batchflow.workflows TO PUBLIC;
 -- across history pruning (kept in loop_progress before the item errors are
 -- deleted); the dashboard: a first line saying what is shown, running and
 -- paused runs then the 20 that finished last, skipped items and the status
--- word in the bar line.
+-- word in the bar line; with dependsOn's child runs (issue 16), each child
+-- run right under its parent, indented, and the column parent_run (the view
+-- is created here once, in its final form).
 
 ALTER TABLE batchflow.loop_progress
     ADD COLUMN failed_attempts bigint CHECK (failed_attempts >= 0),
@@ -2005,19 +2020,40 @@ $$;
 
 DROP VIEW batchflow.dashboard;
 CREATE VIEW batchflow.dashboard WITH (security_barrier = true) AS
-WITH v AS (
-    SELECT r.id, r.workflow, r.status, r.started_at, r.finished_at,
-           row_number() OVER (PARTITION BY r.finished_at IS NULL
-                              ORDER BY r.finished_at DESC, r.id DESC) AS recent
+WITH RECURSIVE vis AS (
+    SELECT r.id, r.workflow, r.status, r.started_at, r.finished_at, r.parent_run
       FROM batchflow.runs r
+), tree(id, top, path, depth) AS (
+    -- Top runs: no parent, or one you may not see.
+    SELECT t.id, t.id, ARRAY[t.id], 0
+      FROM vis t
+     WHERE t.parent_run IS NULL
+        OR NOT EXISTS (SELECT 1 FROM vis p WHERE p.id = t.parent_run)
+  UNION ALL
+    SELECT c.id, tree.top, tree.path || c.id, tree.depth + 1
+      FROM tree JOIN vis c ON c.parent_run = tree.id
+     WHERE tree.depth < 100
+), tops AS (
+    SELECT t.id, t.finished_at,
+           row_number() OVER (PARTITION BY t.finished_at IS NULL
+                              ORDER BY t.finished_at DESC, t.id DESC) AS recent
+      FROM vis t JOIN tree ON tree.id = t.id AND tree.depth = 0
+), v AS (
+    SELECT t.id, t.workflow, t.status, t.started_at, t.finished_at, t.parent_run,
+           tree.path, tree.depth, tops.finished_at IS NULL AS top_open, tops.recent
+      FROM vis t
+      JOIN tree ON tree.id = t.id
+      JOIN tops ON tops.id = tree.top
 ), counts AS (
     SELECT count(*) FILTER (WHERE v.status = 'running') AS running,
            count(*) FILTER (WHERE v.status = 'paused') AS paused,
            count(*) FILTER (WHERE v.finished_at IS NULL AND v.status NOT IN ('running', 'paused')) AS other,
            count(*) FILTER (WHERE v.finished_at IS NOT NULL) AS finished
       FROM v
+     WHERE v.depth = 0
 ), lines AS (
-    SELECT 0 AS part, 0::bigint AS sort, NULL::bigint AS run, NULL::text AS workflow,
+    SELECT 0 AS part, 0::bigint AS sort, '{}'::bigint[] AS path,
+           NULL::bigint AS run, NULL::text AS workflow,
            NULL::text AS status, NULL::text AS node,
            format('%s running, %s paused%s; last %s of %s finished',
                   c.running, c.paused,
@@ -2025,13 +2061,15 @@ WITH v AS (
                   least(c.finished, 20), c.finished) AS progress,
            NULL::numeric AS percent, NULL::text AS items, NULL::bigint AS skipped,
            NULL::numeric AS items_per_sec, NULL::interval AS eta, NULL::interval AS elapsed,
-           NULL::int AS active, NULL::numeric AS failed, NULL::bigint AS errors
+           NULL::int AS active, NULL::numeric AS failed, NULL::bigint AS errors,
+           NULL::bigint AS parent_run
       FROM counts c
     UNION ALL
-    SELECT CASE WHEN v.finished_at IS NULL THEN 1 ELSE 2 END,
+    SELECT CASE WHEN v.top_open THEN 1 ELSE 2 END,
            v.recent,
+           v.path,
            v.id,
-           v.workflow,
+           repeat('  ', v.depth) || v.workflow,
            v.status,
            a.node,
            '[' || repeat('#', b.done) || repeat('-', b.skipped) || repeat('.', 20 - b.done - b.skipped) || ']'
@@ -2047,7 +2085,8 @@ WITH v AS (
            date_trunc('second', coalesce(v.finished_at, clock_timestamp()) - v.started_at),
            a.active,
            a.failed,
-           (SELECT count(*) FROM batchflow.item_error e WHERE e.run_id = v.id)
+           (SELECT count(*) FROM batchflow.item_error e WHERE e.run_id = v.id),
+           v.parent_run
       FROM v
      CROSS JOIN LATERAL (
             SELECT coalesce(sum(p.total), 0) AS total,
@@ -2072,15 +2111,15 @@ WITH v AS (
                                 ELSE floor(20.0 * a.done / a.total)::int END AS d,
                            CASE WHEN a.total = 0 THEN 0
                                 ELSE ceil(20.0 * a.skipped / a.total)::int END AS s) x) b
-     WHERE v.finished_at IS NULL OR v.recent <= 20
+     WHERE v.top_open OR v.recent <= 20
 )
 SELECT run, workflow, status, node, progress, percent, items, skipped, items_per_sec, eta,
-       elapsed, active, failed, errors
+       elapsed, active, failed, errors, parent_run
   FROM lines
- ORDER BY part, sort;
-COMMENT ON VIEW batchflow.dashboard IS 'A first line saying what is shown, then every running and paused run and the 20 runs that finished last, that you may see, with a progress bar; SELECT * FROM batchflow.dashboard \watch 1';
+ ORDER BY part, sort, path;
+COMMENT ON VIEW batchflow.dashboard IS 'A first line saying what is shown, then every running and paused run and the 20 runs that finished last, that you may see, each with its child runs right under it, with a progress bar; SELECT * FROM batchflow.dashboard \watch 1';
 COMMENT ON COLUMN batchflow.dashboard.run IS 'Run id (empty on the first line, which says what is shown)';
-COMMENT ON COLUMN batchflow.dashboard.workflow IS 'Workflow name';
+COMMENT ON COLUMN batchflow.dashboard.workflow IS 'Workflow name, indented by two spaces per level for a child run';
 COMMENT ON COLUMN batchflow.dashboard.status IS 'Run status';
 COMMENT ON COLUMN batchflow.dashboard.node IS 'The node the run is at (or stopped at)';
 COMMENT ON COLUMN batchflow.dashboard.progress IS 'Bar over the items of the nodes reached: # ended, - skipped, . still to do; then the status word when the run is paused, throttled, failed or cancelled. On the first line: which runs are shown';
@@ -2093,4 +2132,5 @@ COMMENT ON COLUMN batchflow.dashboard.elapsed IS 'Time since the run started, or
 COMMENT ON COLUMN batchflow.dashboard.active IS 'Items executing right now';
 COMMENT ON COLUMN batchflow.dashboard.failed IS 'Items failed';
 COMMENT ON COLUMN batchflow.dashboard.errors IS 'Failed attempts, retried ones included';
+COMMENT ON COLUMN batchflow.dashboard.parent_run IS 'For a child run: the run whose item started it (its line comes right under its parent''s)';
 GRANT SELECT ON batchflow.dashboard TO PUBLIC;

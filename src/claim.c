@@ -93,6 +93,7 @@ typedef struct BfClaimHint
 static BfClaimHint claim_hints[BF_CLAIM_HINTS];
 static SPIPlanPtr claim_sequential_plan = NULL;
 static SPIPlanPtr claim_ready_plan = NULL;
+static SPIPlanPtr claim_ready_from_plan = NULL;
 static SPIPlanPtr remaining_plan = NULL;
 static SPIPlanPtr loop_running_plan = NULL;
 
@@ -188,11 +189,30 @@ bf_prepare_claim_plans(void)
 					   "   AND (not_before IS NULL OR not_before <= clock_timestamp())"
 					   " ORDER BY idx LIMIT 1"
 					   " FOR UPDATE SKIP LOCKED", 1);
+	bf_keep_claim_plan(&claim_ready_from_plan, "SELECT idx, item, attempts FROM batchflow.item"
+					   " WHERE loop_ref = $1 AND idx >= $2 AND status = 'pending' AND unmet = 0"
+					   "   AND (not_before IS NULL OR not_before <= clock_timestamp())"
+					   " ORDER BY idx LIMIT 1"
+					   " FOR UPDATE SKIP LOCKED", 2);
 	bf_keep_claim_plan(&loop_running_plan, "SELECT 1 FROM batchflow.loop l WHERE id = $1 AND status = 'running'"
 											"   AND NOT " BF_RUN_PAUSED("l.run_id"), 1);
 	bf_keep_claim_plan(&remaining_plan, "SELECT min(coalesce(not_before, '-infinity'))"
 								  "  FROM batchflow.item"
 								  " WHERE loop_ref = $1 AND status IN ('pending', 'running')", 1);
+}
+
+/*
+ * An item of loop_ref with index idx just became ready (dependsOn, in this
+ * worker's transaction): start this worker's next claim there, so that
+ * ready items are taken in index order.
+ */
+void
+bf_claim_hint_lower(int64 loop_ref, int32 idx)
+{
+	BfClaimHint *hint = &claim_hints[(uint64) loop_ref % BF_CLAIM_HINTS];
+
+	if (hint->loop_ref == loop_ref && idx < hint->next)
+		hint->next = idx;
 }
 
 /*
@@ -234,26 +254,24 @@ bf_claim_under_cap(int64 loop_ref, int cap, bool sequential, bool deps,
 		hint->claims = 0;
 	}
 	SPI_processed = 0;
-	if (deps)
-	{
-		if (SPI_execute_plan(claim_ready_plan, &arg, NULL, false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not claim an item of loop " INT64_FORMAT, loop_ref);
-		if (SPI_processed == 1)
-			return BF_CLAIMED;
-		LockRelease(tag, ExclusiveLock, false);
-		return BF_NOTHING_PENDING;
-	}
-	/* Only workers use hints: batchflow.claim_item must stay repeatable. */
+	/*
+	 * Only workers use hints: batchflow.claim_item must stay repeatable.
+	 * In a dependsOn loop an item below the hint may become ready at any
+	 * time: the worker that makes it ready lowers its own hint to it
+	 * (bf_claim_hint_lower), the others find it at their next full scan.
+	 */
 	if (IsBackgroundWorker && !sequential && hint->next > 0 &&
 		++hint->claims % BF_FULL_SCAN_EVERY != 0)
 	{
 		Datum		args[2] = {arg, Int32GetDatum(hint->next)};
 
-		if (SPI_execute_plan(claim_parallel_from_plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		if (SPI_execute_plan(deps ? claim_ready_from_plan : claim_parallel_from_plan,
+							 args, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not claim an item of loop " INT64_FORMAT, loop_ref);
 	}
 	if (SPI_processed == 0 &&
-		SPI_execute_plan(sequential ? claim_sequential_plan : claim_parallel_plan,
+		SPI_execute_plan(sequential ? claim_sequential_plan :
+						 deps ? claim_ready_plan : claim_parallel_plan,
 						 &arg, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not claim an item of loop " INT64_FORMAT, loop_ref);
 	if (SPI_processed == 1 && !sequential)

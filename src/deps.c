@@ -10,10 +10,12 @@
  *
  *	  registration  bf_check_depends_on: the property's shape; a
  *	                dependsOn loop must be parallel.
- *	  loop start    batchflow._deps_link (bf_deps_link): keys unique,
+ *	  loop start    batchflow._deps_link (bf_deps_link), from the loop's
+ *	                input array before its items are inserted: keys unique,
  *	                dependencies known, no cycle (Kahn's algorithm over the
  *	                whole graph, in memory, once); then one item_dep row per
- *	                edge and item.unmet = the number of dependencies.
+ *	                edge, and each item is inserted with item.unmet = the
+ *	                number of its dependencies.
  *	  item end      bf_deps_item_succeeded: unmet - 1 for each dependent,
  *	                in the completing item's own transaction, so the
  *	                dependent becomes claimable exactly when that commit
@@ -39,6 +41,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "utils/array.h"
@@ -48,7 +51,9 @@
 #include "utils/numeric.h"
 
 #include "batchflow.h"
+#include "claim.h"
 #include "deps.h"
+#include "pool.h"
 #include "spi_util.h"
 
 PG_FUNCTION_INFO_V1(bf_deps_link);
@@ -71,6 +76,8 @@ static int	dep_key_cmp(const void *a, const void *b);
 static int	int32_cmp(const void *a, const void *b);
 static int32 dep_key_find(DepKey *keys, int n, const char *key);
 static char *dep_key_shown(const char *key);
+static char *dep_key_text(JsonbValue *v);
+static const char *dep_value_kind(JsonbValue *v);
 static char *deps_find_cycle(int n, char **key_of, const int32 *unmet,
 							 const int32 *dep_start, const int32 *deps);
 
@@ -256,43 +263,91 @@ deps_find_cycle(int n, char **key_of, const int32 *unmet,
 	return buf.data;
 }
 
+/* The text of a key, as item->>'key' gives it, or NULL if it is not a scalar. */
+static char *
+dep_key_text(JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvString:
+			return pnstrdup(v->val.string.val, v->val.string.len);
+		case jbvNumeric:
+			return DatumGetCString(DirectFunctionCall1(numeric_out,
+													   NumericGetDatum(v->val.numeric)));
+		case jbvBool:
+			return pstrdup(v->val.boolean ? "true" : "false");
+		default:
+			return NULL;
+	}
+}
+
+/* "a JSON string", "null", ...: what an item that is not an object is. */
+static const char *
+dep_value_kind(JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			return "null";
+		case jbvString:
+			return "a JSON string";
+		case jbvNumeric:
+			return "a JSON number";
+		case jbvBool:
+			return "a JSON boolean";
+		case jbvBinary:
+			return JsonContainerIsArray(v->val.binary.data) ? "a JSON array" : "a JSON object";
+		default:
+			return "a JSON value";
+	}
+}
+
 /*
- * batchflow._deps_link(loop bigint, node jsonb) returns text
+ * batchflow._deps_link(loop bigint, run bigint, node jsonb, items jsonb,
+ *                      OUT problem text, OUT unmet int[])
  *
- * Reads the loop's items, checks the graph and, if it is sound, records
- * its edges in item_dep and each item's count of dependencies in
- * item.unmet.  Returns NULL then, or the first problem found (nothing is
- * written): an item that is not an object or has no key, a duplicate key,
+ * Checks the graph of a dependsOn loop from its input array, before its
+ * items are inserted, and if it is sound records its edges in item_dep
+ * and returns each item's number of distinct dependencies (unmet[i + 1]
+ * for item i).  Otherwise returns the first problem found, and writes
+ * nothing: an item that is not an object or has no key, a duplicate key,
  * dependencies that are not an array of keys, an unknown key, a cycle.
  */
 Datum
 bf_deps_link(PG_FUNCTION_ARGS)
 {
 	int64		loop_ref = PG_GETARG_INT64(0);
-	Jsonb	   *node = PG_GETARG_JSONB_P(1);
+	int64		run_id = PG_GETARG_INT64(1);
+	Jsonb	   *node = PG_GETARG_JSONB_P(2);
+	Jsonb	   *items = PG_GETARG_JSONB_P(3);
+	TupleDesc	rdesc;
+	Datum		rvalues[2];
+	bool		rnulls[2] = {true, true};
 	JsonbValue	v;
 	JsonbValue	idv;
 	char	   *key_name;
 	char	   *after_name;
 	char	   *node_id = "?";
-	Oid			types[3] = {INT8OID, TEXTOID, TEXTOID};
-	Datum		args[3];
 	int			n;
-	int64		run_id;
 	char	  **key_of;
 	DepKey	   *keys;
 	int32	   *unmet;
 	int32	   *dep_start;		/* CSR by dependent: deps[dep_start[i] ..] */
 	int32	   *deps;
+	JsonbContainer **item_of;
 	int			nedges = 0;
 	int			cap_edges;
 	char	   *problem = NULL;
-	bool		isnull;
-	MemoryContext cxt = CurrentMemoryContext;
+	JsonbIterator *it;
+	JsonbIteratorToken tok;
+
+	if (get_call_result_type(fcinfo, NULL, &rdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "batchflow._deps_link must return a composite");
+	rdesc = BlessTupleDesc(rdesc);
 
 	if (getKeyJsonValueFromContainer(&node->root, "dependsOn", 9, &v) == NULL ||
 		v.type != jbvBinary)
-		PG_RETURN_NULL();
+		elog(ERROR, "loop " INT64_FORMAT " has no dependsOn", loop_ref);
 	if (getKeyJsonValueFromContainer(v.val.binary.data, "key", 3, &idv) == NULL ||
 		idv.type != jbvString)
 		elog(ERROR, "dependsOn without a key");
@@ -304,56 +359,49 @@ bf_deps_link(PG_FUNCTION_ARGS)
 	if (getKeyJsonValueFromContainer(&node->root, "id", 2, &idv) != NULL &&
 		idv.type == jbvString)
 		node_id = pnstrdup(idv.val.string.val, idv.val.string.len);
+	if (!JB_ROOT_IS_ARRAY(items) || JB_ROOT_IS_SCALAR(items))
+		elog(ERROR, "the items of loop " INT64_FORMAT " are not an array", loop_ref);
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	n = JB_ROOT_COUNT(items);
+	key_of = palloc0(sizeof(char *) * Max(n, 1));
+	keys = palloc(sizeof(DepKey) * Max(n, 1));
+	item_of = palloc0(sizeof(JsonbContainer *) * Max(n, 1));
+	unmet = palloc0(sizeof(int32) * Max(n, 1));
+	dep_start = palloc0(sizeof(int32) * (n + 1));
+	cap_edges = Max(n, 16);
+	deps = palloc(sizeof(int32) * cap_edges);
 
-	args[0] = Int64GetDatum(loop_ref);
-	args[1] = CStringGetTextDatum(key_name);
-	args[2] = CStringGetTextDatum(after_name);
-	if (SPI_execute_with_args("SELECT idx, jsonb_typeof(item), item ->> $2, item -> $3, run_id"
-							  "  FROM batchflow.item WHERE loop_ref = $1 ORDER BY idx",
-							  3, types, args, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the items of loop " INT64_FORMAT, loop_ref);
-	n = (int) SPI_processed;
-	if (n == 0)
+	/* Keys first: every item an object with a scalar key. */
 	{
-		SPI_finish();
-		PG_RETURN_NULL();
-	}
-	run_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull));
+		int			i = 0;
 
-	/* All arrays live in the caller's context: SPI_finish frees its own. */
-	{
-		MemoryContext spicxt = MemoryContextSwitchTo(cxt);
-
-		key_of = palloc(sizeof(char *) * n);
-		keys = palloc(sizeof(DepKey) * n);
-		unmet = palloc0(sizeof(int32) * n);
-		dep_start = palloc0(sizeof(int32) * (n + 1));
-		cap_edges = Max(n, 16);
-		deps = palloc(sizeof(int32) * cap_edges);
-		MemoryContextSwitchTo(spicxt);
-	}
-
-	/* Keys first: every item an object with a key. */
-	for (int i = 0; i < n && problem == NULL; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		char	   *type = SPI_getvalue(tup, desc, 2);
-		char	   *key = SPI_getvalue(tup, desc, 3);
-
-		if (type == NULL || strcmp(type, "object") != 0)
-			problem = psprintf("node \"%s\": item %d is %s, but with \"dependsOn\" every item must be an object",
-							   node_id, i, type == NULL ? "null" : psprintf("a JSON %s", type));
-		else if (key == NULL)
-			problem = psprintf("node \"%s\": item %d has no key \"%s\"", node_id, i, key_name);
-		else
+		it = JsonbIteratorInit(&items->root);
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 		{
-			key_of[i] = MemoryContextStrdup(cxt, key);
-			keys[i].key = key_of[i];
-			keys[i].idx = i;
+			JsonbValue	kv;
+
+			if (tok != WJB_ELEM)
+				continue;
+			if (problem == NULL)
+			{
+				if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
+					problem = psprintf("node \"%s\": item %d is %s, but with \"dependsOn\" every item must be an object",
+									   node_id, i, dep_value_kind(&v));
+				else if (getKeyJsonValueFromContainer(v.val.binary.data, key_name,
+													  strlen(key_name), &kv) == NULL ||
+						 kv.type == jbvNull)
+					problem = psprintf("node \"%s\": item %d has no key \"%s\"", node_id, i, key_name);
+				else if ((key_of[i] = dep_key_text(&kv)) == NULL)
+					problem = psprintf("node \"%s\": item %d: key \"%s\" must be a string or a number",
+									   node_id, i, key_name);
+				else
+				{
+					item_of[i] = v.val.binary.data;
+					keys[i].key = key_of[i];
+					keys[i].idx = i;
+				}
+			}
+			i++;
 		}
 	}
 	if (problem == NULL)
@@ -368,31 +416,21 @@ bf_deps_link(PG_FUNCTION_ARGS)
 	/* Then the dependencies of each item, as indexes, without repeats. */
 	for (int i = 0; i < n && problem == NULL; i++)
 	{
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 4, &isnull);
-		Jsonb	   *arr;
-		JsonbIterator *it;
-		JsonbIteratorToken tok;
+		JsonbValue	dv;
 		JsonbValue	e;
 		int			first = nedges;
 
 		dep_start[i] = nedges;
-		if (isnull)
+		if (getKeyJsonValueFromContainer(item_of[i], after_name, strlen(after_name), &dv) == NULL ||
+			dv.type == jbvNull)
 			continue;
-		arr = DatumGetJsonbP(d);
-		if (JB_ROOT_IS_SCALAR(arr) && JB_ROOT_COUNT(arr) == 1)
-		{
-			JsonbValue	sv;
-
-			if (JsonbExtractScalar(&arr->root, &sv) && sv.type == jbvNull)
-				continue;
-		}
-		if (!JB_ROOT_IS_ARRAY(arr) || JB_ROOT_IS_SCALAR(arr))
+		if (dv.type != jbvBinary || !JsonContainerIsArray(dv.val.binary.data))
 		{
 			problem = psprintf("node \"%s\": item %d (\"%s\"): \"%s\" must be an array of keys",
 							   node_id, i, dep_key_shown(key_of[i]), after_name);
 			break;
 		}
-		it = JsonbIteratorInit(&arr->root);
+		it = JsonbIteratorInit(dv.val.binary.data);
 		while ((tok = JsonbIteratorNext(&it, &e, true)) != WJB_DONE)
 		{
 			char	   *dk;
@@ -400,12 +438,7 @@ bf_deps_link(PG_FUNCTION_ARGS)
 
 			if (tok != WJB_ELEM)
 				continue;
-			if (e.type == jbvString)
-				dk = pnstrdup(e.val.string.val, e.val.string.len);
-			else if (e.type == jbvNumeric)
-				dk = DatumGetCString(DirectFunctionCall1(numeric_out,
-														 NumericGetDatum(e.val.numeric)));
-			else
+			if (e.type == jbvBinary || e.type == jbvNull || (dk = dep_key_text(&e)) == NULL)
 			{
 				problem = psprintf("node \"%s\": item %d (\"%s\"): \"%s\" must be an array of keys",
 								   node_id, i, dep_key_shown(key_of[i]), after_name);
@@ -448,11 +481,11 @@ bf_deps_link(PG_FUNCTION_ARGS)
 	 */
 	if (problem == NULL)
 	{
-		int32	   *left = palloc(sizeof(int32) * n);
+		int32	   *left = palloc(sizeof(int32) * Max(n, 1));
 		int32	   *out_start = palloc0(sizeof(int32) * (n + 1));
 		int32	   *outs = palloc(sizeof(int32) * Max(nedges, 1));
-		int32	   *fill = palloc(sizeof(int32) * n);
-		int32	   *queue = palloc(sizeof(int32) * n);
+		int32	   *fill = palloc(sizeof(int32) * Max(n, 1));
+		int32	   *queue = palloc(sizeof(int32) * Max(n, 1));
 		int			head = 0;
 		int			tail = 0;
 
@@ -483,48 +516,51 @@ bf_deps_link(PG_FUNCTION_ARGS)
 
 	if (problem == NULL)
 	{
-		Datum	   *e_dep = palloc(sizeof(Datum) * Max(nedges, 1));
-		Datum	   *e_idx = palloc(sizeof(Datum) * Max(nedges, 1));
-		Datum	   *u_n = palloc(sizeof(Datum) * n);
-		Oid			ltypes[4] = {INT8OID, INT4ARRAYOID, INT4ARRAYOID, INT8OID};
-		Datum		largs[4];
+		Datum	   *u_n = palloc(sizeof(Datum) * Max(n, 1));
 
 		for (int i = 0; i < n; i++)
-		{
 			u_n[i] = Int32GetDatum(unmet[i]);
-			for (int32 e = dep_start[i]; e < dep_start[i + 1]; e++)
-			{
-				e_dep[e] = Int32GetDatum(deps[e]);
-				e_idx[e] = Int32GetDatum(i);
-			}
-		}
-		largs[0] = Int64GetDatum(loop_ref);
-		largs[1] = PointerGetDatum(construct_array(e_dep, nedges, INT4OID, 4, true, TYPALIGN_INT));
-		largs[2] = PointerGetDatum(construct_array(e_idx, nedges, INT4OID, 4, true, TYPALIGN_INT));
-		largs[3] = Int64GetDatum(run_id);
-		if (nedges > 0 &&
-			SPI_execute_with_args("INSERT INTO batchflow.item_dep (loop_ref, dep_idx, idx, run_id)"
-								  " SELECT $1, d, i, $4 FROM unnest($2, $3) AS e(d, i)",
-								  4, ltypes, largs, NULL, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "could not record the dependencies of loop " INT64_FORMAT, loop_ref);
-		/* unmet, by index: element i of the array is item i's count. */
-		largs[1] = PointerGetDatum(construct_array(u_n, n, INT4OID, 4, true, TYPALIGN_INT));
-		if (SPI_execute_with_args("UPDATE batchflow.item i SET unmet = ($2)[i.idx + 1]"
-								  " WHERE i.loop_ref = $1",
-								  2, ltypes, largs, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "could not count the dependencies of loop " INT64_FORMAT, loop_ref);
-	}
+		if (nedges > 0)
+		{
+			Datum	   *e_dep = palloc(sizeof(Datum) * nedges);
+			Datum	   *e_idx = palloc(sizeof(Datum) * nedges);
+			Oid			ltypes[4] = {INT8OID, INT4ARRAYOID, INT4ARRAYOID, INT8OID};
+			Datum		largs[4];
 
-	SPI_finish();
-	if (problem == NULL)
-		PG_RETURN_NULL();
-	PG_RETURN_TEXT_P(cstring_to_text(problem));
+			for (int i = 0; i < n; i++)
+				for (int32 e = dep_start[i]; e < dep_start[i + 1]; e++)
+				{
+					e_dep[e] = Int32GetDatum(deps[e]);
+					e_idx[e] = Int32GetDatum(i);
+				}
+			largs[0] = Int64GetDatum(loop_ref);
+			largs[1] = PointerGetDatum(construct_array(e_dep, nedges, INT4OID, 4, true, TYPALIGN_INT));
+			largs[2] = PointerGetDatum(construct_array(e_idx, nedges, INT4OID, 4, true, TYPALIGN_INT));
+			largs[3] = Int64GetDatum(run_id);
+			if (SPI_connect() != SPI_OK_CONNECT)
+				elog(ERROR, "SPI_connect failed");
+			if (SPI_execute_with_args("INSERT INTO batchflow.item_dep (loop_ref, dep_idx, idx, run_id)"
+									  " SELECT $1, d, i, $4 FROM unnest($2, $3) AS e(d, i)",
+									  4, ltypes, largs, NULL, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "could not record the dependencies of loop " INT64_FORMAT, loop_ref);
+			SPI_finish();
+		}
+		rvalues[1] = PointerGetDatum(construct_array(u_n, n, INT4OID, 4, true, TYPALIGN_INT));
+		rnulls[1] = false;
+	}
+	else
+	{
+		rvalues[0] = CStringGetTextDatum(problem);
+		rnulls[0] = false;
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(rdesc, rvalues, rnulls)));
 }
 
 /*
  * The item (loop_ref, idx) just succeeded, in this transaction (inside
  * SPI): one dependency fewer for each of its pending dependents, locked in
- * index order.
+ * index order.  If one of them became ready, the workers are woken at
+ * commit.
  */
 void
 bf_deps_item_succeeded(int64 loop_ref, int32 idx)
@@ -541,13 +577,32 @@ bf_deps_item_succeeded(int64 loop_ref, int32 idx)
 										"           AND x.idx IN (SELECT d.idx FROM batchflow.item_dep d"
 										"                          WHERE d.loop_ref = $1 AND d.dep_idx = $2)"
 										"         ORDER BY x.idx FOR UPDATE) s"
-										" WHERE i.loop_ref = $1 AND i.idx = s.idx", 2, types);
+										" WHERE i.loop_ref = $1 AND i.idx = s.idx"
+										" RETURNING i.unmet = 0, i.idx", 2, types);
 	}
 	args[0] = Int64GetDatum(loop_ref);
 	args[1] = Int32GetDatum(idx);
-	if (SPI_execute_plan(succeeded_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+	if (SPI_execute_plan(succeeded_plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not release the dependents of item %d of loop " INT64_FORMAT,
 			 idx, loop_ref);
+
+	/*
+	 * Items that became ready may find workers asleep, which nothing else
+	 * would wake before their poll interval: wake them at commit.  This
+	 * worker's next claim starts at the lowest of them.
+	 */
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)))
+		{
+			bf_wake_on_commit();
+			bf_claim_hint_lower(loop_ref,
+								DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
+															SPI_tuptable->tupdesc, 2, &isnull)));
+		}
+	}
 }
 
 /*

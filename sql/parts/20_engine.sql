@@ -61,6 +61,7 @@ DECLARE
     v_limit    bigint;
     v_total    bigint;
     v_big      record;
+    v_unmet    int[];
     v_msg      text;
     v_detail   text;
     v_hint     text;
@@ -210,13 +211,18 @@ BEGIN
             CONTINUE;
         END IF;
 
-        INSERT INTO batchflow.item (loop_ref, idx, run_id, item)
-        SELECT v_lid, (e.ord - 1)::int, p_run, e.value
-          FROM jsonb_array_elements(v_arr) WITH ORDINALITY AS e(value, ord);
-        -- dependsOn: check the graph and record it (part 25).
-        IF v_node ? 'dependsOn' AND NOT batchflow._deps_start(p_run, v_lid, v_node, p_from) THEN
-            RETURN;
+        -- dependsOn: check the graph, record its edges, count each item's
+        -- dependencies (part 25); NULL: refused, the run is failed.
+        v_unmet := NULL;
+        IF v_node ? 'dependsOn' THEN
+            v_unmet := batchflow._deps_start(p_run, v_lid, v_node, v_arr, p_from);
+            IF v_unmet IS NULL THEN
+                RETURN;
+            END IF;
         END IF;
+        INSERT INTO batchflow.item (loop_ref, idx, run_id, item, unmet)
+        SELECT v_lid, (e.ord - 1)::int, p_run, e.value, v_unmet[e.ord]
+          FROM jsonb_array_elements(v_arr) WITH ORDINALITY AS e(value, ord);
         UPDATE batchflow.run SET current_node = k WHERE id = p_run;
         PERFORM batchflow._wake_on_commit();
         RETURN;

@@ -50,43 +50,49 @@ CREATE TRIGGER loop_delete_deps AFTER DELETE ON batchflow.loop
     FOR EACH STATEMENT EXECUTE FUNCTION batchflow._loop_delete_deps();
 
 /*
- * Check a dependsOn loop's graph and record it: returns NULL when the keys
- * are unique, every dependency names an item of the loop and there is no
- * cycle (and then item_dep and item.unmet are filled in), or the problem.
+ * Check a dependsOn loop's graph, given its items (the loop's input array),
+ * and record it: when the keys are unique, every dependency names an item
+ * of the loop and there is no cycle, the edges go into item_dep and the
+ * result is each item's number of dependencies, by index (the item rows
+ * are inserted with it); otherwise "problem" says what is wrong and
+ * nothing is written.
  */
-CREATE FUNCTION batchflow._deps_link(p_loop bigint, p_node jsonb) RETURNS text
+CREATE FUNCTION batchflow._deps_link(p_loop bigint, p_run bigint, p_node jsonb, p_items jsonb,
+                                     OUT problem text, OUT unmet int[])
     LANGUAGE C VOLATILE STRICT AS 'MODULE_PATHNAME', 'bf_deps_link';
-COMMENT ON FUNCTION batchflow._deps_link(bigint, jsonb) IS 'Internal: check a dependsOn loop''s graph (keys, unknown dependencies, cycles) and record its edges and counts';
+COMMENT ON FUNCTION batchflow._deps_link(bigint, bigint, jsonb, jsonb) IS 'Internal: check a dependsOn loop''s graph (keys, unknown dependencies, cycles), record its edges and count each item''s dependencies';
 
 /*
- * Called by _advance right after a dependsOn loop's items were inserted.
- * A bad graph is an error of bf_start for the first node (nothing is
- * created); for a later node it fails the run, and the loop row is removed
- * again, as for an input source that is not an array.  Returns whether the
- * loop may run.
+ * Called by _advance for a dependsOn loop, after its loop row and before
+ * its items are inserted: returns the items' counts of dependencies.  A
+ * bad graph is an error of bf_start for the first node (nothing is
+ * created); for a later node it fails the run, the loop row is removed
+ * again, as for an input source that is not an array, and the result is
+ * NULL.
  */
-CREATE FUNCTION batchflow._deps_start(p_run bigint, p_loop bigint, p_node jsonb, p_from int)
-    RETURNS boolean
+CREATE FUNCTION batchflow._deps_start(p_run bigint, p_loop bigint, p_node jsonb, p_items jsonb,
+                                      p_from int) RETURNS int[]
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_msg text := batchflow._deps_link(p_loop, p_node);
+    d record;
     v_hint text := 'Give every item a unique key, list in its dependencies only keys of items of the same loop, and make sure no item depends on itself, directly or through others.';
 BEGIN
-    IF v_msg IS NULL THEN
-        RETURN true;
+    SELECT * INTO d FROM batchflow._deps_link(p_loop, p_run, p_node, p_items);
+    IF d.problem IS NULL THEN
+        RETURN d.unmet;
     END IF;
     IF p_from = 0 THEN
-        RAISE EXCEPTION '%', v_msg USING ERRCODE = 'invalid_parameter_value', HINT = v_hint;
+        RAISE EXCEPTION '%', d.problem USING ERRCODE = 'invalid_parameter_value', HINT = v_hint;
     END IF;
     DELETE FROM batchflow.loop WHERE id = p_loop;
     UPDATE batchflow.run
-       SET status = 'failed', finished_at = clock_timestamp(), error = v_msg
+       SET status = 'failed', finished_at = clock_timestamp(), error = d.problem
      WHERE id = p_run;
     PERFORM batchflow._run_finished_on_commit();
-    RETURN false;
+    RETURN NULL;
 END;
 $$;
-COMMENT ON FUNCTION batchflow._deps_start(bigint, bigint, jsonb, int) IS 'Internal: set up a dependsOn loop at its start, or refuse it (bf_start error, or failed run)';
+COMMENT ON FUNCTION batchflow._deps_start(bigint, bigint, jsonb, jsonb, int) IS 'Internal: set up a dependsOn loop at its start, or refuse it (bf_start error, or failed run)';
 
 /*
  * bf_retry re-queued failed and skipped items: count again which of their
@@ -104,5 +110,5 @@ LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
 $$;
 COMMENT ON FUNCTION batchflow._deps_retry(bigint) IS 'Internal: recount the unmet dependencies of items bf_retry re-queued';
 
-REVOKE ALL ON FUNCTION batchflow._loop_delete_deps(), batchflow._deps_link(bigint, jsonb),
-    batchflow._deps_start(bigint, bigint, jsonb, int), batchflow._deps_retry(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION batchflow._loop_delete_deps(), batchflow._deps_link(bigint, bigint, jsonb, jsonb),
+    batchflow._deps_start(bigint, bigint, jsonb, jsonb, int), batchflow._deps_retry(bigint) FROM PUBLIC;

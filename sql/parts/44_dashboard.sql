@@ -15,26 +15,50 @@ COMMENT ON FUNCTION batchflow.progress_bar(numeric, int) IS 'A text progress bar
 /*
  * What a terminal can show: a first line that says what is listed, then
  * every running and paused run, newest first, then at most the 20 runs
- * that finished last.  The bar shows items ended (#) and skipped (-); its
- * line ends with the run's status word when the run is not simply running
- * or succeeded (paused, throttled, failed, cancelled), so that a stopped
- * run never looks complete.  Figures cover the loops the run has reached.
+ * that finished last.  Child runs (workflow activities) come right under
+ * their parent, their workflow name indented by their depth, and are
+ * listed with it: the first line and the 20 count top runs only.  The bar
+ * shows items ended (#) and skipped (-); its line ends with the run's
+ * status word when the run is not simply running or succeeded (paused,
+ * throttled, failed, cancelled), so that a stopped run never looks
+ * complete.  Figures cover the loops the run has reached.
  * Meant for psql:  SELECT * FROM batchflow.dashboard \watch 1
  */
 CREATE VIEW batchflow.dashboard WITH (security_barrier = true) AS
-WITH v AS (
-    SELECT r.id, r.workflow, r.status, r.started_at, r.finished_at,
-           row_number() OVER (PARTITION BY r.finished_at IS NULL
-                              ORDER BY r.finished_at DESC, r.id DESC) AS recent
+WITH RECURSIVE vis AS (
+    SELECT r.id, r.workflow, r.status, r.started_at, r.finished_at, r.parent_run
       FROM batchflow.runs r
+), tree(id, top, path, depth) AS (
+    -- Top runs: no parent, or one you may not see.
+    SELECT t.id, t.id, ARRAY[t.id], 0
+      FROM vis t
+     WHERE t.parent_run IS NULL
+        OR NOT EXISTS (SELECT 1 FROM vis p WHERE p.id = t.parent_run)
+  UNION ALL
+    SELECT c.id, tree.top, tree.path || c.id, tree.depth + 1
+      FROM tree JOIN vis c ON c.parent_run = tree.id
+     WHERE tree.depth < 100
+), tops AS (
+    SELECT t.id, t.finished_at,
+           row_number() OVER (PARTITION BY t.finished_at IS NULL
+                              ORDER BY t.finished_at DESC, t.id DESC) AS recent
+      FROM vis t JOIN tree ON tree.id = t.id AND tree.depth = 0
+), v AS (
+    SELECT t.id, t.workflow, t.status, t.started_at, t.finished_at, t.parent_run,
+           tree.path, tree.depth, tops.finished_at IS NULL AS top_open, tops.recent
+      FROM vis t
+      JOIN tree ON tree.id = t.id
+      JOIN tops ON tops.id = tree.top
 ), counts AS (
     SELECT count(*) FILTER (WHERE v.status = 'running') AS running,
            count(*) FILTER (WHERE v.status = 'paused') AS paused,
            count(*) FILTER (WHERE v.finished_at IS NULL AND v.status NOT IN ('running', 'paused')) AS other,
            count(*) FILTER (WHERE v.finished_at IS NOT NULL) AS finished
       FROM v
+     WHERE v.depth = 0
 ), lines AS (
-    SELECT 0 AS part, 0::bigint AS sort, NULL::bigint AS run, NULL::text AS workflow,
+    SELECT 0 AS part, 0::bigint AS sort, '{}'::bigint[] AS path,
+           NULL::bigint AS run, NULL::text AS workflow,
            NULL::text AS status, NULL::text AS node,
            format('%s running, %s paused%s; last %s of %s finished',
                   c.running, c.paused,
@@ -42,13 +66,15 @@ WITH v AS (
                   least(c.finished, 20), c.finished) AS progress,
            NULL::numeric AS percent, NULL::text AS items, NULL::bigint AS skipped,
            NULL::numeric AS items_per_sec, NULL::interval AS eta, NULL::interval AS elapsed,
-           NULL::int AS active, NULL::numeric AS failed, NULL::bigint AS errors
+           NULL::int AS active, NULL::numeric AS failed, NULL::bigint AS errors,
+           NULL::bigint AS parent_run
       FROM counts c
     UNION ALL
-    SELECT CASE WHEN v.finished_at IS NULL THEN 1 ELSE 2 END,
+    SELECT CASE WHEN v.top_open THEN 1 ELSE 2 END,
            v.recent,
+           v.path,
            v.id,
-           v.workflow,
+           repeat('  ', v.depth) || v.workflow,
            v.status,
            a.node,
            '[' || repeat('#', b.done) || repeat('-', b.skipped) || repeat('.', 20 - b.done - b.skipped) || ']'
@@ -64,7 +90,8 @@ WITH v AS (
            date_trunc('second', coalesce(v.finished_at, clock_timestamp()) - v.started_at),
            a.active,
            a.failed,
-           (SELECT count(*) FROM batchflow.item_error e WHERE e.run_id = v.id)
+           (SELECT count(*) FROM batchflow.item_error e WHERE e.run_id = v.id),
+           v.parent_run
       FROM v
      CROSS JOIN LATERAL (
             SELECT coalesce(sum(p.total), 0) AS total,
@@ -89,15 +116,15 @@ WITH v AS (
                                 ELSE floor(20.0 * a.done / a.total)::int END AS d,
                            CASE WHEN a.total = 0 THEN 0
                                 ELSE ceil(20.0 * a.skipped / a.total)::int END AS s) x) b
-     WHERE v.finished_at IS NULL OR v.recent <= 20
+     WHERE v.top_open OR v.recent <= 20
 )
 SELECT run, workflow, status, node, progress, percent, items, skipped, items_per_sec, eta,
-       elapsed, active, failed, errors
+       elapsed, active, failed, errors, parent_run
   FROM lines
- ORDER BY part, sort;
-COMMENT ON VIEW batchflow.dashboard IS 'A first line saying what is shown, then every running and paused run and the 20 runs that finished last, that you may see, with a progress bar; SELECT * FROM batchflow.dashboard \watch 1';
+ ORDER BY part, sort, path;
+COMMENT ON VIEW batchflow.dashboard IS 'A first line saying what is shown, then every running and paused run and the 20 runs that finished last, that you may see, each with its child runs right under it, with a progress bar; SELECT * FROM batchflow.dashboard \watch 1';
 COMMENT ON COLUMN batchflow.dashboard.run IS 'Run id (empty on the first line, which says what is shown)';
-COMMENT ON COLUMN batchflow.dashboard.workflow IS 'Workflow name';
+COMMENT ON COLUMN batchflow.dashboard.workflow IS 'Workflow name, indented by two spaces per level for a child run';
 COMMENT ON COLUMN batchflow.dashboard.status IS 'Run status';
 COMMENT ON COLUMN batchflow.dashboard.node IS 'The node the run is at (or stopped at)';
 COMMENT ON COLUMN batchflow.dashboard.progress IS 'Bar over the items of the nodes reached: # ended, - skipped, . still to do; then the status word when the run is paused, throttled, failed or cancelled. On the first line: which runs are shown';
@@ -110,3 +137,4 @@ COMMENT ON COLUMN batchflow.dashboard.elapsed IS 'Time since the run started, or
 COMMENT ON COLUMN batchflow.dashboard.active IS 'Items executing right now';
 COMMENT ON COLUMN batchflow.dashboard.failed IS 'Items failed';
 COMMENT ON COLUMN batchflow.dashboard.errors IS 'Failed attempts, retried ones included';
+COMMENT ON COLUMN batchflow.dashboard.parent_run IS 'For a child run: the run whose item started it (its line comes right under its parent''s)';

@@ -60,6 +60,9 @@ SELECT max(open) AS max_children_at_once FROM (
     FROM (SELECT started_at AS at, 1 AS delta FROM batchflow.runs WHERE parent_run = :run
           UNION ALL
           SELECT finished_at, -1 FROM batchflow.runs WHERE parent_run = :run) ev) x;
+-- The dashboard lists the children right under their parent, indented.
+SELECT workflow, parent_run = :run AS child_of_run
+  FROM batchflow.dashboard WHERE run = :run OR parent_run = :run;
 -- Each parent item started before its child and ended after it.
 SELECT bool_and(i.started_at <= c.started_at AND i.finished_at >= c.finished_at) AS item_spans_child
   FROM batchflow.items i JOIN batchflow.runs c ON c.id = (i.output ->> 'run')::bigint

@@ -57,14 +57,23 @@ SELECT count(*) FILTER (WHERE domain IS NULL) AS unfilled,
 SELECT count(*) AS ranges, count(*) FILTER (WHERE item ->> 'to' IS NULL) AS open_ended
   FROM batchflow.items WHERE run_id = :run;
 
+-- 5. Order fulfilment: one child workflow per order, 4 orders at a time.
+\i examples/order_fulfilment.sql
+SELECT l.concurrency, l.total, l.status FROM batchflow.loop l
+ WHERE l.run_id = :run AND l.node_id = 'fulfil';
+SELECT count(*) AS reservations_of_packed_orders
+  FROM example_fulfil.reservation r JOIN example_fulfil.orders o ON o.id = r.order_id
+ WHERE o.packed;
+
 -- Clean up.
 SET client_min_messages = warning;
-DROP SCHEMA example_email, example_build, example_migration, example_backfill CASCADE;
+DROP SCHEMA example_email, example_build, example_migration, example_backfill, example_fulfil CASCADE;
 RESET client_min_messages;
 DELETE FROM batchflow.run
  WHERE version_id IN (SELECT id FROM batchflow.workflow_version
                        WHERE workflow IN ('example_bulk_email', 'example_package_build',
-                                          'example_data_migration', 'example_backfill'));
+                                          'example_data_migration', 'example_backfill',
+                                          'example_fulfil_all', 'example_fulfil_order'));
 DELETE FROM batchflow.workflow
  WHERE name IN ('example_bulk_email', 'example_package_build', 'example_data_migration',
-                'example_backfill');
+                'example_backfill', 'example_fulfil_all', 'example_fulfil_order');
