@@ -80,6 +80,7 @@ static char *dep_key_text(JsonbValue *v);
 static const char *dep_value_kind(JsonbValue *v);
 static char *deps_find_cycle(int n, char **key_of, const int32 *unmet,
 							 const int32 *dep_start, const int32 *deps);
+static void deps_released(int64 loop_ref);
 
 /* Order DepKeys by key, then by index. */
 static int
@@ -585,24 +586,34 @@ bf_deps_item_succeeded(int64 loop_ref, int32 idx)
 	if (SPI_execute_plan(succeeded_plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not release the dependents of item %d of loop " INT64_FORMAT,
 			 idx, loop_ref);
+	deps_released(loop_ref);
+}
 
-	/*
-	 * Items that became ready may find workers asleep, which nothing else
-	 * would wake before their poll interval: wake them at commit.  This
-	 * worker's next claim starts at the lowest of them.
-	 */
+/*
+ * The rows (became ready, idx) a release returned: items that became ready
+ * may find workers asleep, which nothing else would wake before their poll
+ * interval, so wake as many idle workers as items became ready, at commit;
+ * this worker's next claim starts at the lowest of them.
+ */
+static void
+deps_released(int64 loop_ref)
+{
+	int			ready = 0;
+
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
 
 		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)))
 		{
-			bf_wake_on_commit();
+			ready++;
 			bf_claim_hint_lower(loop_ref,
 								DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
 															SPI_tuptable->tupdesc, 2, &isnull)));
 		}
 	}
+	if (ready > 0)
+		bf_wake_workers_on_commit(ready);
 }
 
 /*
