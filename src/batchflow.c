@@ -140,7 +140,7 @@ bf_shmem_request_hook(void)
 	RequestAddinShmemSpace(bf_pool_shmem_size());
 	RequestAddinShmemSpace(bf_cancel_shmem_size());
 	bf_progress_shmem_request();
-	RequestAddinShmemSpace(bf_wakeup_shmem_size());
+	bf_wakeup_shmem_request();
 	bf_databases_shmem_request();
 }
 

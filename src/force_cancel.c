@@ -175,6 +175,7 @@ void
 bf_cancel_note_claim(int64 run_id)
 {
 	TimestampTz since;
+	BfCancelRecent recent[BF_CANCEL_RECENT];
 
 	if (my_request == NULL)
 		return;
@@ -188,11 +189,13 @@ bf_cancel_note_claim(int64 run_id)
 	pg_memory_barrier();
 	if ((TimestampTz) pg_atomic_read_u64(&BfCancel->last_at) < since)
 		return;
+	/* Copy the ring out under the spinlock; look at the copy outside it. */
 	SpinLockAcquire(&BfCancel->mutex);
-	for (int i = 0; i < BF_CANCEL_RECENT; i++)
-		if (BfCancel->recent[i].run_id == run_id && BfCancel->recent[i].at >= since)
-			pg_atomic_write_u64(my_request, (uint64) run_id);
+	memcpy(recent, BfCancel->recent, sizeof(recent));
 	SpinLockRelease(&BfCancel->mutex);
+	for (int i = 0; i < BF_CANCEL_RECENT; i++)
+		if (recent[i].run_id == run_id && recent[i].at >= since)
+			pg_atomic_write_u64(my_request, (uint64) run_id);
 }
 
 /* Is there a cancel request for this worker's item of run run_id? */

@@ -9,8 +9,11 @@
  *	  entry per throttled loop: the theoretical start time of the loop's
  *	  next item (tat) advances by 1/rate for every admitted item, and an
  *	  item may start once the clock has reached tat.  Every worker admits
- *	  through the same entry under its spinlock, so the spacing holds
- *	  across the whole pool.  A worker that wakes late may start the next
+ *	  through the same entry under the table's LWLock ("batchflow
+ *	  throttles"), so the spacing holds across the whole pool.  An LWLock,
+ *	  not a spinlock: finding a loop's entry probes the table (up to
+ *	  BF_THROTTLE_ENTRIES entries), and bf_progress reads it in shared
+ *	  mode.  The clock is read before the lock is taken.  A worker that wakes late may start the next
  *	  item at once (tat never falls more than one interval behind the
  *	  clock), so lateness does not accumulate, and a burst is at most two
  *	  items.  An admitted item that is not claimed after all is refunded.
@@ -39,7 +42,6 @@
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
-#include "storage/spin.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
@@ -65,8 +67,7 @@ typedef struct BfThrottleEntry
 
 typedef struct BfThrottleShared
 {
-	slock_t		mutex;
-	BfThrottleEntry entries[BF_THROTTLE_ENTRIES];
+	BfThrottleEntry entries[BF_THROTTLE_ENTRIES];	/* under throttle_lock */
 } BfThrottleShared;
 
 /* What a worker knows of a loop's throttles; direct-mapped by loop id. */
@@ -78,6 +79,7 @@ typedef struct BfThrottleCache
 } BfThrottleCache;
 
 static BfThrottleShared *throttle_state = NULL;
+static LWLock *throttle_lock = NULL;
 static shmem_request_hook_type prev_request_hook = NULL;
 static shmem_startup_hook_type prev_startup_hook = NULL;
 static BfThrottleCache cache[BF_THROTTLE_CACHE];
@@ -95,6 +97,7 @@ bf_throttle_request(void)
 	if (prev_request_hook)
 		prev_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(BfThrottleShared)));
+	RequestNamedLWLockTranche("batchflow throttles", 1);
 }
 
 /* Create or attach to the shared table. */
@@ -108,10 +111,8 @@ bf_throttle_startup(void)
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	throttle_state = ShmemInitStruct("batchflow throttles", sizeof(BfThrottleShared), &found);
 	if (!found)
-	{
 		memset(throttle_state, 0, sizeof(BfThrottleShared));
-		SpinLockInit(&throttle_state->mutex);
-	}
+	throttle_lock = &(GetNamedLWLockTranche("batchflow throttles"))->lock;
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -189,7 +190,7 @@ bf_replication_lag(TimestampTz now)
 	return lag_us;
 }
 
-/* The shared entry of a loop, created if needed (spinlock held). */
+/* The shared entry of a loop, created if needed (throttle_lock held exclusively). */
 static BfThrottleEntry *
 bf_throttle_entry(int64 loop_ref, TimestampTz now)
 {
@@ -222,14 +223,14 @@ bf_throttle_hold(int64 loop_ref, TimestampTz now, TimestampTz until)
 {
 	BfThrottleEntry *e;
 
-	SpinLockAcquire(&throttle_state->mutex);
+	LWLockAcquire(throttle_lock, LW_EXCLUSIVE);
 	e = bf_throttle_entry(loop_ref, now);
 	if (e != NULL)
 	{
 		e->held_until = Max(e->held_until, until);
 		e->used_at = now;
 	}
-	SpinLockRelease(&throttle_state->mutex);
+	LWLockRelease(throttle_lock);
 }
 
 /*
@@ -258,7 +259,7 @@ bf_throttle_admit(int64 loop_ref, TimestampTz now, TimestampTz *due)
 	if (c->interval_us == 0)
 		return true;
 
-	SpinLockAcquire(&throttle_state->mutex);
+	LWLockAcquire(throttle_lock, LW_EXCLUSIVE);
 	e = bf_throttle_entry(loop_ref, now);
 	if (e != NULL)
 	{
@@ -273,7 +274,7 @@ bf_throttle_admit(int64 loop_ref, TimestampTz now, TimestampTz *due)
 								TimestampTzPlusMilliseconds(e->tat, BF_HELD_SHOW_MS));
 		}
 	}
-	SpinLockRelease(&throttle_state->mutex);
+	LWLockRelease(throttle_lock);
 	return admitted;
 }
 
@@ -283,14 +284,16 @@ bf_throttle_refund(int64 loop_ref)
 {
 	BfThrottleCache *c = &cache[(uint64) loop_ref % BF_THROTTLE_CACHE];
 	BfThrottleEntry *e;
+	TimestampTz now;
 
 	if (throttle_state == NULL || c->loop_ref != loop_ref || c->interval_us == 0)
 		return;
-	SpinLockAcquire(&throttle_state->mutex);
-	e = bf_throttle_entry(loop_ref, GetCurrentTimestamp());
+	now = GetCurrentTimestamp();
+	LWLockAcquire(throttle_lock, LW_EXCLUSIVE);
+	e = bf_throttle_entry(loop_ref, now);
 	if (e != NULL)
 		e->tat -= (int64) c->interval_us;
-	SpinLockRelease(&throttle_state->mutex);
+	LWLockRelease(throttle_lock);
 }
 
 /*
@@ -306,7 +309,7 @@ bf_loop_throttled(PG_FUNCTION_ARGS)
 
 	if (throttle_state == NULL)
 		PG_RETURN_BOOL(false);
-	SpinLockAcquire(&throttle_state->mutex);
+	LWLockAcquire(throttle_lock, LW_SHARED);
 	for (int i = 0; i < BF_THROTTLE_ENTRIES; i++)
 	{
 		BfThrottleEntry *e = &throttle_state->entries[i];
@@ -317,6 +320,6 @@ bf_loop_throttled(PG_FUNCTION_ARGS)
 			break;
 		}
 	}
-	SpinLockRelease(&throttle_state->mutex);
+	LWLockRelease(throttle_lock);
 	PG_RETURN_BOOL(held);
 }

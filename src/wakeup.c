@@ -16,11 +16,20 @@
  *	  loop can still use.  A wake-all remains for the launcher, bf_retry
  *	  and bf_cancel.
  *
+ *	  The list: one entry per worker slot, linked oldest idle first
+ *	  (prev/next slot numbers), under one LWLock of its own ("batchflow
+ *	  idle list").  Going idle and leaving are O(1) (a slot knows whether
+ *	  it is listed, and unlinks itself); a pop walks the list for entries
+ *	  of its database, so it takes the LWLock, not a spinlock: a waker may
+ *	  hold it for up to max_workers steps, and a spinlock section must be
+ *	  a few straight-line instructions.  No latch is set and no clock read
+ *	  under the lock: a pop copies the latches out and sets them after.
+ *
  *	  No wake-up is lost between a worker's look and its sleep.  Every
  *	  waker first increments the work generation (a full barrier), then
- *	  takes the list's spinlock and pops entries.  A worker reads the
+ *	  takes the list's lock and pops entries.  A worker reads the
  *	  generation before the snapshot of its look, and after finding
- *	  nothing it pushes itself under the same spinlock, issues a barrier
+ *	  nothing it pushes itself under the same lock, issues a barrier
  *	  and reads the generation again: if it moved, it leaves the list and
  *	  looks again at once.  Either the worker sees the increment, or the
  *	  waker's pop comes after the push and finds the worker on the list;
@@ -54,7 +63,6 @@
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
-#include "storage/spin.h"
 #include "executor/spi.h"
 #include "utils/guc.h"
 
@@ -65,25 +73,31 @@
 #include "pool.h"
 #include "wakeup.h"
 
-typedef struct BfIdleEntry
+/* A worker slot's place on the idle list. */
+typedef struct BfIdleSlot
 {
-	int			slotno;
-	Oid			dboid;
+	bool		listed;			/* on the list now */
+	uint8		reason;			/* BfWakeReason of the last pop */
+	int			prev;			/* older neighbour's slot, -1: none */
+	int			next;			/* younger neighbour's slot, -1: none */
+	Oid			dboid;			/* the worker's database */
 	Latch	   *latch;
-} BfIdleEntry;
+} BfIdleSlot;
 
 typedef struct BfWakeState
 {
 	pg_atomic_uint64 generation;	/* bumped by every waker before it pops */
-	pg_atomic_uint32 nidle;		/* entries in the list, to peek without the lock */
-	slock_t		mutex;			/* protects n, entries and reasons */
+	pg_atomic_uint32 nidle;		/* entries listed, to peek without the lock */
 	int			nslots;
-	int			n;				/* entries[0..n-1]: oldest idle first */
-	BfIdleEntry *entries;		/* nslots of them */
-	uint8	   *reasons;		/* per slot: BfWakeReason of the last pop */
+	int			head;			/* oldest idle slot, -1: list empty */
+	int			tail;			/* youngest idle slot, -1: list empty */
+	BfIdleSlot	slots[FLEXIBLE_ARRAY_MEMBER];	/* all under idle_lock */
 } BfWakeState;
 
 static BfWakeState *WakeState = NULL;
+
+/* The idle list's LWLock (the tranche "batchflow idle list"). */
+static LWLock *idle_lock = NULL;
 
 /* This worker's slot and latch (bf_idle_attach); -1 outside item workers. */
 static int	my_slotno = -1;
@@ -101,18 +115,24 @@ static int	quiet_polls = 0;
 int			bf_debug_idle_delay_ms = 0;
 
 static int	bf_idle_pop(BfWakeReason reason, int max, Latch **latches);
-static void bf_idle_remove_at(int pos);
+static void bf_idle_push(int slotno);
+static void bf_idle_unlink(int slotno);
 static void bf_idle_detach(int code, Datum arg);
 
 /* Bytes of shared memory for the idle list. */
-Size
+static Size
 bf_wakeup_shmem_size(void)
 {
-	Size		sz = MAXALIGN(sizeof(BfWakeState));
+	return add_size(offsetof(BfWakeState, slots),
+					mul_size(bf_max_workers, sizeof(BfIdleSlot)));
+}
 
-	sz = add_size(sz, MAXALIGN(mul_size(bf_max_workers, sizeof(BfIdleEntry))));
-	sz = add_size(sz, MAXALIGN(mul_size(bf_max_workers, sizeof(uint8))));
-	return sz;
+/* Reserve the idle list and its LWLock (from the shmem_request_hook). */
+void
+bf_wakeup_shmem_request(void)
+{
+	RequestAddinShmemSpace(bf_wakeup_shmem_size());
+	RequestNamedLWLockTranche("batchflow idle list", 1);
 }
 
 /* Create or attach to the idle list (from the shmem_startup_hook). */
@@ -120,23 +140,20 @@ void
 bf_wakeup_shmem_startup(void)
 {
 	bool		found;
-	char	   *base;
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	base = ShmemInitStruct("batchflow idle list", bf_wakeup_shmem_size(), &found);
-	WakeState = (BfWakeState *) base;
+	WakeState = ShmemInitStruct("batchflow idle list", bf_wakeup_shmem_size(), &found);
 	if (!found)
 	{
-		memset(base, 0, bf_wakeup_shmem_size());
+		memset(WakeState, 0, bf_wakeup_shmem_size());
 		pg_atomic_init_u64(&WakeState->generation, 0);
 		pg_atomic_init_u32(&WakeState->nidle, 0);
-		SpinLockInit(&WakeState->mutex);
 		WakeState->nslots = bf_max_workers;
+		WakeState->head = WakeState->tail = -1;
+		for (int i = 0; i < WakeState->nslots; i++)
+			WakeState->slots[i].prev = WakeState->slots[i].next = -1;
 	}
-	/* Pointers are per process (same address in every backend, but say so). */
-	WakeState->entries = (BfIdleEntry *) (base + MAXALIGN(sizeof(BfWakeState)));
-	WakeState->reasons = (uint8 *) ((char *) WakeState->entries +
-									MAXALIGN(mul_size(WakeState->nslots, sizeof(BfIdleEntry))));
+	idle_lock = &(GetNamedLWLockTranche("batchflow idle list"))->lock;
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -163,14 +180,40 @@ bf_work_generation(void)
 	return pg_atomic_read_u64(&WakeState->generation);
 }
 
-/* Remove entries[pos], keeping the order (under the mutex). */
+/* Append slotno to the list as its youngest entry (idle_lock held). */
 static void
-bf_idle_remove_at(int pos)
+bf_idle_push(int slotno)
 {
-	memmove(&WakeState->entries[pos], &WakeState->entries[pos + 1],
-			sizeof(BfIdleEntry) * (WakeState->n - pos - 1));
-	WakeState->n--;
-	pg_atomic_write_u32(&WakeState->nidle, (uint32) WakeState->n);
+	BfIdleSlot *e = &WakeState->slots[slotno];
+
+	e->listed = true;
+	e->prev = WakeState->tail;
+	e->next = -1;
+	if (WakeState->tail >= 0)
+		WakeState->slots[WakeState->tail].next = slotno;
+	else
+		WakeState->head = slotno;
+	WakeState->tail = slotno;
+	pg_atomic_add_fetch_u32(&WakeState->nidle, 1);
+}
+
+/* Take slotno off the list, keeping the others' order (idle_lock held). */
+static void
+bf_idle_unlink(int slotno)
+{
+	BfIdleSlot *e = &WakeState->slots[slotno];
+
+	if (e->prev >= 0)
+		WakeState->slots[e->prev].next = e->next;
+	else
+		WakeState->head = e->next;
+	if (e->next >= 0)
+		WakeState->slots[e->next].prev = e->prev;
+	else
+		WakeState->tail = e->prev;
+	e->listed = false;
+	e->prev = e->next = -1;
+	pg_atomic_sub_fetch_u32(&WakeState->nidle, 1);
 }
 
 /*
@@ -183,24 +226,23 @@ static int
 bf_idle_pop(BfWakeReason reason, int max, Latch **latches)
 {
 	int			got = 0;
+	int			next;
 
 	if (max <= 0 || pg_atomic_read_u32(&WakeState->nidle) == 0)
 		return 0;
-	SpinLockAcquire(&WakeState->mutex);
-	for (int i = 0; i < WakeState->n && got < max;)
+	LWLockAcquire(idle_lock, LW_EXCLUSIVE);
+	for (int s = WakeState->head; s >= 0 && got < max; s = next)
 	{
-		BfIdleEntry *e = &WakeState->entries[i];
+		BfIdleSlot *e = &WakeState->slots[s];
 
+		next = e->next;
 		if (e->dboid != MyDatabaseId)
-		{
-			i++;
 			continue;
-		}
 		latches[got++] = e->latch;
-		WakeState->reasons[e->slotno] = (uint8) reason;
-		bf_idle_remove_at(i);
+		e->reason = (uint8) reason;
+		bf_idle_unlink(s);
 	}
-	SpinLockRelease(&WakeState->mutex);
+	LWLockRelease(idle_lock);
 	return got;
 }
 
@@ -284,24 +326,19 @@ bf_idle_attach(int slotno, Latch *latch)
 bool
 bf_idle_enter(uint64 looked_at_gen)
 {
-	bool		listed = false;
+	BfIdleSlot *e;
 
 	Assert(my_slotno >= 0);
-	SpinLockAcquire(&WakeState->mutex);
-	for (int i = 0; i < WakeState->n; i++)
-		if (WakeState->entries[i].slotno == my_slotno)
-			listed = true;
-	if (!listed)
+	e = &WakeState->slots[my_slotno];
+	LWLockAcquire(idle_lock, LW_EXCLUSIVE);
+	if (!e->listed)
 	{
-		BfIdleEntry *e = &WakeState->entries[WakeState->n++];
-
-		e->slotno = my_slotno;
 		e->dboid = MyDatabaseId;
 		e->latch = my_latch;
-		pg_atomic_write_u32(&WakeState->nidle, (uint32) WakeState->n);
+		bf_idle_push(my_slotno);
 	}
-	WakeState->reasons[my_slotno] = BF_WAKE_NONE;
-	SpinLockRelease(&WakeState->mutex);
+	e->reason = BF_WAKE_NONE;
+	LWLockRelease(idle_lock);
 
 	pg_memory_barrier();
 	if (pg_atomic_read_u64(&WakeState->generation) == looked_at_gen)
@@ -317,21 +354,17 @@ bf_idle_enter(uint64 looked_at_gen)
 BfWakeReason
 bf_idle_leave(void)
 {
+	BfIdleSlot *e;
 	BfWakeReason reason;
 
 	Assert(my_slotno >= 0);
-	SpinLockAcquire(&WakeState->mutex);
-	for (int i = 0; i < WakeState->n; i++)
-	{
-		if (WakeState->entries[i].slotno == my_slotno)
-		{
-			bf_idle_remove_at(i);
-			break;
-		}
-	}
-	reason = (BfWakeReason) WakeState->reasons[my_slotno];
-	WakeState->reasons[my_slotno] = BF_WAKE_NONE;
-	SpinLockRelease(&WakeState->mutex);
+	e = &WakeState->slots[my_slotno];
+	LWLockAcquire(idle_lock, LW_EXCLUSIVE);
+	if (e->listed)
+		bf_idle_unlink(my_slotno);
+	reason = (BfWakeReason) e->reason;
+	e->reason = BF_WAKE_NONE;
+	LWLockRelease(idle_lock);
 	my_reason = reason;
 	return reason;
 }

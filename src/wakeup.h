@@ -27,7 +27,7 @@ typedef enum BfWakeReason
 	BF_WAKE_ALL					/* woken by a wake-all (launcher, bf_retry, bf_cancel) */
 } BfWakeReason;
 
-extern Size bf_wakeup_shmem_size(void);
+extern void bf_wakeup_shmem_request(void);
 extern void bf_wakeup_shmem_startup(void);
 
 /* Committers: wake idle workers of this database. */
