@@ -33,6 +33,7 @@
 
 #include "batchflow.h"
 #include "databases.h"
+#include "db_served.h"
 #include "input_check.h"
 #include "pool.h"
 #include "run_control.h"

@@ -25,7 +25,10 @@
  *	  free slots first, fewest workers first; when none is free it takes an
  *	  idle worker of another database, or else a busy worker of a database
  *	  holding more than an even share of the pool: so no database starves
- *	  another, and a busy database keeps the whole pool when alone.
+ *	  another, and a busy database keeps the whole pool when alone.  The
+ *	  policy is db_shareout.c, a pure function over the table that this
+ *	  file hands it under the lock; the workers it takes slots from are
+ *	  signalled here, after the lock is released.
  *
  *	  Per database, the entry also records what the workers there do once:
  *	  the first worker after the entry was made runs the recovery (items
@@ -36,8 +39,12 @@
  *
  *	  An entry whose database has no worker and wants none is freed; the
  *	  next registration starts it afresh (with a recovery, which is right:
- *	  no worker of it lives).  Entries are protected by one LWLock; the
- *	  idle list per database that fast wake-ups want can hang off an entry.
+ *	  no worker of it lives).  Entries and loans are protected by one
+ *	  LWLock ("batchflow databases"), taken only in this file; no section
+ *	  under it signals a process (the liveness probes kill(pid, 0) of the
+ *	  recovery claim excepted, which do not block).  Whether a database is
+ *	  served at all (settings, templates) is db_served.c, which needs no
+ *	  shared state.
  *
  * IDENTIFICATION
  *	  src/databases.c
@@ -49,43 +56,19 @@
 #include <signal.h>
 
 #include "access/xact.h"
-#include "catalog/pg_database.h"
-#include "commands/dbcommands.h"
-#include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/guc.h"
-#include "utils/lsyscache.h"
-#include "utils/syscache.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
 #include "batchflow.h"
 #include "databases.h"
-
-/* One database the pool serves or is asked to serve. */
-typedef struct BfDbEntry
-{
-	Oid			dboid;			/* InvalidOid: entry free */
-	bool		wanted;			/* asks for one more worker */
-	bool		blocked;		/* no worker until registered again */
-	bool		recovered;		/* the first-visit recovery is done */
-	pid_t		recovering;		/* worker running it, or 0 */
-	TimestampTz last_sweep;
-	TimestampTz backoff_until;	/* a worker died starting: wait */
-} BfDbEntry;
-
-/* What a worker slot is lent to. */
-typedef struct BfSlotLend
-{
-	Oid			dboid;			/* InvalidOid: not lent */
-	pid_t		pid;			/* the worker, once it attached */
-	bool		idle;			/* waiting for work */
-	bool		exit_requested; /* the launcher wants the slot back */
-} BfSlotLend;
+#include "db_served.h"
+#include "db_shareout.h"
 
 typedef struct BfDatabasesShared
 {
@@ -94,13 +77,11 @@ typedef struct BfDatabasesShared
 	Oid			only_dboid;		/* batchflow.database_name's, once known */
 	int			nslots;
 	int			rr;				/* where the next share-out starts */
-	BfDbEntry	dbs[BF_MAX_DATABASES];
+	BfDbEntry	dbs[BF_MAX_DATABASES];	/* the table (db_shareout.h) */
 	BfSlotLend	slots[FLEXIBLE_ARRAY_MEMBER];
 } BfDatabasesShared;
 
 static BfDatabasesShared *BfDbs = NULL;
-
-PG_FUNCTION_INFO_V1(bf_sql_database_ready);
 
 int			bf_worker_idle_timeout_ms = 10000;
 
@@ -131,11 +112,11 @@ bf_databases_define_gucs(void)
 							NULL, NULL, NULL);
 }
 
-/* Does the pool serve every database (batchflow.database_name empty)? */
+/* Is the pool's shared memory there (batchflow preloaded)? */
 bool
-bf_every_database(void)
+bf_databases_attached(void)
 {
-	return bf_database_name == NULL || bf_database_name[0] == '\0';
+	return BfDbs != NULL;
 }
 
 /* Bytes of shared memory needed. */
@@ -169,87 +150,6 @@ bf_databases_shmem_startup(void)
 		BfDbs->nslots = bf_max_workers;
 	}
 	LWLockRelease(AddinShmemInitLock);
-}
-
-/* Is the current database served by the pool, and if not, why? */
-BfUnserved
-bf_database_served(void)
-{
-	HeapTuple	tuple;
-	bool		is_template = false;
-
-	if (BfDbs == NULL)
-		return BF_UNSERVED_NOT_PRELOADED;
-	if (!bf_every_database())
-	{
-		char	   *name = get_database_name(MyDatabaseId);
-
-		return (name != NULL && strcmp(name, bf_database_name) == 0)
-			? BF_SERVED : BF_UNSERVED_OTHER_DATABASE;
-	}
-	tuple = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(MyDatabaseId));
-	if (HeapTupleIsValid(tuple))
-	{
-		is_template = ((Form_pg_database) GETSTRUCT(tuple))->datistemplate;
-		ReleaseSysCache(tuple);
-	}
-	return is_template ? BF_UNSERVED_TEMPLATE : BF_SERVED;
-}
-
-/* WARNING (55000) that runs started here will not be executed, if so. */
-void
-bf_warn_if_unserved(const char *what)
-{
-	BfUnserved why = bf_database_served();
-	char	   *db = get_database_name(MyDatabaseId);
-
-	if (why == BF_UNSERVED_OTHER_DATABASE)
-		ereport(WARNING,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("no batchflow worker serves database \"%s\"", db),
-				 errdetail("batchflow.database_name is \"%s\": the workers execute the runs of that database only; %s here will not be executed.",
-						   bf_database_name, what),
-				 errhint("Run CREATE EXTENSION batchflow and bf_start in database \"%s\", or set batchflow.database_name = '' in postgresql.conf and restart the server to serve every database.",
-						 bf_database_name)));
-	else if (why == BF_UNSERVED_TEMPLATE)
-		ereport(WARNING,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("no batchflow worker serves database \"%s\"", db),
-				 errdetail("\"%s\" is a template database, which workers never connect to; %s here will not be executed.",
-						   db, what),
-				 errhint("Run CREATE EXTENSION batchflow and bf_start in an ordinary database; databases created from this template are served.")));
-}
-
-/*
- * bf_wait of an unfinished run: ERROR (55000) at once if no worker serves
- * this database, rather than waiting out the timeout.
- */
-void
-bf_error_if_unserved(int64 run_id)
-{
-	BfUnserved why = bf_database_served();
-	char	   *db = get_database_name(MyDatabaseId);
-
-	if (why == BF_UNSERVED_NOT_PRELOADED)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("run " INT64_FORMAT " cannot finish: batchflow is not loaded through shared_preload_libraries", run_id),
-				 errdetail("No background worker executes items in this server."),
-				 errhint("Add 'batchflow' to shared_preload_libraries in postgresql.conf and restart the server.")));
-	if (why == BF_UNSERVED_OTHER_DATABASE)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("run " INT64_FORMAT " cannot finish: no batchflow worker serves database \"%s\"", run_id, db),
-				 errdetail("batchflow.database_name is \"%s\": the workers execute the runs of that database only.",
-						   bf_database_name),
-				 errhint("Run CREATE EXTENSION batchflow and bf_start in database \"%s\", or set batchflow.database_name = '' in postgresql.conf and restart the server to serve every database.",
-						 bf_database_name)));
-	if (why == BF_UNSERVED_TEMPLATE)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("run " INT64_FORMAT " cannot finish: no batchflow worker serves database \"%s\"", run_id, db),
-				 errdetail("\"%s\" is a template database, which workers never connect to.", db),
-				 errhint("Run CREATE EXTENSION batchflow and bf_start in an ordinary database; databases created from this template are served.")));
 }
 
 /* The entry of dboid, or NULL (lock held). */
@@ -674,231 +574,33 @@ bf_db_list(Oid *oids, int max)
 }
 
 /*
- * The launcher's share-out.  alive[s]: the worker lent slot s still runs
- * (or is starting).  Fills orders with the slots to start a worker for
- * (already lent to their database here) and returns how many; asks the
- * workers whose slot another database needs to exit.  keep_full: lend
- * every free slot (one database served: its pool stays full).
+ * The launcher's share-out (db_shareout.c) over the table, under its lock.
+ * alive[s]: the worker lent slot s still runs (or is starting).  Fills
+ * orders with the slots to start a worker for (already lent to their
+ * database) and returns how many; the workers whose slot another database
+ * needs are signalled to exit, after the lock is released.
  */
 int
 bf_db_balance(const bool *alive, BfStartOrder *orders, bool keep_full)
 {
-	int			nslots;
-	int			norders = 0;
-	int			nworkers[BF_MAX_DATABASES] = {0};
-	int			nidle[BF_MAX_DATABASES] = {0};
-	int			nexiting[BF_MAX_DATABASES] = {0};
-	int			active = 0;
-	int			share;
-	int			pending_exits = 0;
+	BfDbTable	t;
+	pid_t		to_signal[BF_MAX_MAX_WORKERS];
+	int			nsignal;
+	int			norders;
 	TimestampTz now = GetCurrentTimestamp();
 
 	if (BfDbs == NULL)
 		return 0;
-	nslots = BfDbs->nslots;
+	t.dbs = BfDbs->dbs;
+	t.slots = BfDbs->slots;
+	t.nslots = BfDbs->nslots;
+	t.rr = &BfDbs->rr;
 	LWLockAcquire(BfDbs->lock, LW_EXCLUSIVE);
-
-	/* Slots whose worker is gone are free again. */
-	for (int s = 0; s < nslots; s++)
-	{
-		BfSlotLend *l = &BfDbs->slots[s];
-
-		if (OidIsValid(l->dboid) && !alive[s])
-		{
-			BfDbEntry  *e = bf_db_find(l->dboid);
-
-			if (l->pid == 0 && e != NULL)
-				e->backoff_until = TimestampTzPlusMilliseconds(now, 1000);
-			memset(l, 0, sizeof(BfSlotLend));
-		}
-	}
-
-	/* Who holds what. */
-	for (int s = 0; s < nslots; s++)
-	{
-		BfSlotLend *l = &BfDbs->slots[s];
-
-		if (!OidIsValid(l->dboid))
-			continue;
-		for (int i = 0; i < BF_MAX_DATABASES; i++)
-		{
-			if (BfDbs->dbs[i].dboid != l->dboid)
-				continue;
-			nworkers[i]++;
-			if (l->exit_requested)
-			{
-				nexiting[i]++;
-				pending_exits++;
-			}
-			else if (l->idle && l->pid != 0)
-				nidle[i]++;
-		}
-	}
-	for (int i = 0; i < BF_MAX_DATABASES; i++)
-	{
-		BfDbEntry  *e = &BfDbs->dbs[i];
-
-		if (OidIsValid(e->dboid) && !e->blocked && (nworkers[i] > 0 || e->wanted))
-			active++;
-	}
-	share = Max(1, nslots / Max(1, active));
-
-	/*
-	 * Serve the wanting databases, fewest workers first (ties: in turn
-	 * from where the last share-out stopped).
-	 */
-	for (;;)
-	{
-		int			best = -1;
-		int			free_slot = -1;
-
-		for (int k = 0; k < BF_MAX_DATABASES; k++)
-		{
-			int			i = (BfDbs->rr + k) % BF_MAX_DATABASES;
-			BfDbEntry  *e = &BfDbs->dbs[i];
-
-			if (!OidIsValid(e->dboid) || !e->wanted || e->blocked ||
-				e->backoff_until > now)
-				continue;
-			/* Not before its recovery: one worker does that alone. */
-			if (!e->recovered && nworkers[i] > 0)
-				continue;
-			if (best < 0 || nworkers[i] - nexiting[i] < nworkers[best] - nexiting[best])
-				best = i;
-		}
-		if (best < 0)
-			break;
-
-		for (int s = 0; s < nslots && free_slot < 0; s++)
-			if (!OidIsValid(BfDbs->slots[s].dboid))
-				free_slot = s;
-		if (free_slot >= 0)
-		{
-			/*
-			 * Up to its even share at once (workers that find nothing to
-			 * do idle out, or are the first taken back); only one for the
-			 * recovery.
-			 */
-			int			grant = BfDbs->dbs[best].recovered ?
-				Max(1, share - nworkers[best]) : 1;
-
-			for (int s = free_slot; s < nslots && grant > 0; s++)
-			{
-				BfSlotLend *l = &BfDbs->slots[s];
-
-				if (OidIsValid(l->dboid))
-					continue;
-				memset(l, 0, sizeof(BfSlotLend));
-				l->dboid = BfDbs->dbs[best].dboid;
-				orders[norders].slotno = s;
-				orders[norders].dboid = l->dboid;
-				norders++;
-				nworkers[best]++;
-				grant--;
-			}
-			BfDbs->dbs[best].wanted = false;
-			BfDbs->rr = (best + 1) % BF_MAX_DATABASES;
-			continue;
-		}
-
-		/*
-		 * No free slot: take back what the database lacks of its share (at
-		 * least one).  Idle workers of other databases first; busy ones
-		 * only from a database above the even share, for a database below
-		 * it.  Each hands its slot back after its current transaction.
-		 */
-		while (pending_exits < Max(1, share - nworkers[best]))
-		{
-			int			victim = -1;
-			int			victim_db = -1;
-
-			for (int s = 0; s < nslots; s++)
-			{
-				BfSlotLend *l = &BfDbs->slots[s];
-
-				for (int i = 0; i < BF_MAX_DATABASES; i++)
-				{
-					if (i == best || BfDbs->dbs[i].dboid != l->dboid ||
-						!OidIsValid(l->dboid) || l->exit_requested)
-						continue;
-					if (l->idle && l->pid != 0)
-					{
-						if (victim < 0 || !BfDbs->slots[victim].idle ||
-							nworkers[i] - nexiting[i] > nworkers[victim_db] - nexiting[victim_db])
-						{
-							victim = s;
-							victim_db = i;
-						}
-					}
-					else if ((victim < 0 || !BfDbs->slots[victim].idle) &&
-							 nworkers[i] - nexiting[i] > share &&
-							 nworkers[best] < share &&
-							 (victim < 0 ||
-							  nworkers[i] - nexiting[i] > nworkers[victim_db] - nexiting[victim_db]))
-					{
-						victim = s;
-						victim_db = i;
-					}
-				}
-			}
-			if (victim < 0)
-				break;
-			BfDbs->slots[victim].exit_requested = true;
-			nexiting[victim_db]++;
-			pending_exits++;
-			if (BfDbs->slots[victim].pid != 0)
-				kill(BfDbs->slots[victim].pid, SIGUSR1);
-		}
-		break;
-	}
-
-	/* One database served: its pool stays full. */
-	if (keep_full)
-	{
-		for (int i = 0; i < BF_MAX_DATABASES; i++)
-		{
-			BfDbEntry  *e = &BfDbs->dbs[i];
-
-			if (!OidIsValid(e->dboid) || e->blocked || e->backoff_until > now)
-				continue;
-			if (!e->recovered && nworkers[i] > 0)
-				continue;
-			for (int s = 0; s < nslots; s++)
-			{
-				BfSlotLend *l = &BfDbs->slots[s];
-
-				if (OidIsValid(l->dboid))
-					continue;
-				l->dboid = e->dboid;
-				orders[norders].slotno = s;
-				orders[norders].dboid = e->dboid;
-				norders++;
-				nworkers[i]++;
-				if (!e->recovered)
-					break;
-			}
-			e->wanted = false;
-			break;
-		}
-	}
+	norders = bf_shareout(&t, alive, now, keep_full, orders, to_signal, &nsignal);
 	LWLockRelease(BfDbs->lock);
+	for (int i = 0; i < nsignal; i++)
+		kill(to_signal[i], SIGUSR1);
 	return norders;
-}
-
-/*
- * batchflow._database_ready() returns void: called by the install and
- * upgrade scripts.  In a served database, the workers are told when the
- * transaction commits; elsewhere, a WARNING says that no worker will
- * execute the runs started here.
- */
-Datum
-bf_sql_database_ready(PG_FUNCTION_ARGS)
-{
-	if (bf_database_served() == BF_SERVED)
-		bf_db_register_on_commit();
-	else
-		bf_warn_if_unserved("runs started");
-	PG_RETURN_VOID();
 }
 
 /*

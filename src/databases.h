@@ -2,8 +2,8 @@
  *
  * databases.h
  *	  Which databases the worker pool serves, and which database each
- *	  worker slot is lent to (databases.c); the launcher's share-out of
- *	  the pool among them (launcher_db.c).
+ *	  worker slot is lent to (databases.c).  Whether the current database
+ *	  is served at all: db_served.h; the share-out policy: db_shareout.h.
  *
  * IDENTIFICATION
  *	  src/databases.h
@@ -21,18 +21,8 @@
 /* Databases that can have workers at the same time. */
 #define BF_MAX_DATABASES	128
 
-/* Why a database is not served (bf_database_served). */
-typedef enum BfUnserved
-{
-	BF_SERVED = 0,
-	BF_UNSERVED_NOT_PRELOADED,	/* no pool at all */
-	BF_UNSERVED_OTHER_DATABASE, /* batchflow.database_name names another */
-	BF_UNSERVED_TEMPLATE		/* template databases are never served */
-} BfUnserved;
-
 extern int	bf_worker_idle_timeout_ms;
 extern void bf_databases_define_gucs(void);
-extern bool bf_every_database(void);
 
 /* Shared memory (from the hooks in batchflow.c). */
 extern Size bf_databases_shmem_size(void);
@@ -40,9 +30,7 @@ extern void bf_databases_shmem_request(void);
 extern void bf_databases_shmem_startup(void);
 
 /* Any backend. */
-extern BfUnserved bf_database_served(void);
-extern void bf_warn_if_unserved(const char *what);
-extern void bf_error_if_unserved(int64 run_id);
+extern bool bf_databases_attached(void);
 extern void bf_db_register(Oid dboid, bool fresh);
 extern void bf_db_register_on_commit(void);
 extern void bf_db_note_work(Oid dboid);
@@ -64,7 +52,7 @@ extern bool bf_db_worker_sweep_due(int interval_ms);
 extern void bf_db_worker_more_work(void);
 extern void bf_db_worker_leave(bool block);
 
-/* The launcher's view of one slot and its orders (launcher_db.c). */
+/* A slot to start a worker for, lent to its database (launcher.c). */
 typedef struct BfStartOrder
 {
 	int			slotno;

@@ -47,6 +47,7 @@
 
 #include "batchflow.h"
 #include "databases.h"
+#include "db_served.h"
 #include "launcher.h"
 #include "pool.h"
 #include "worker.h"

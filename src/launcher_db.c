@@ -35,6 +35,7 @@
 
 #include "batchflow.h"
 #include "databases.h"
+#include "db_served.h"
 #include "launcher.h"
 
 /* How often the launcher reads pg_database. */

@@ -33,6 +33,7 @@
 
 #include "batchflow.h"
 #include "databases.h"
+#include "db_served.h"
 #include "db_sweep.h"
 #include "pool.h"
 #include "version_check.h"
