@@ -65,6 +65,5 @@ extern void bf_check_throttles(JsonbContainer *node, const char *what);
 extern int64 bf_interval_usecs(const char *text);
 
 /* definition.c */
-extern char *bf_describe_json(JsonbValue *v);
 
 #endif							/* BATCHFLOW_BIGBATCH_H */

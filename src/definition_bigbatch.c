@@ -21,35 +21,18 @@
 
 #include <math.h>
 
-#include "nodes/parsenodes.h"
 #include "parser/parser.h"
 #include "utils/builtins.h"
-#include "utils/datetime.h"
-#include "utils/jsonb.h"
-#include "utils/numeric.h"
 #include "utils/timestamp.h"
 
 #include "batchflow.h"
 #include "bigbatch.h"
+#include "definition_json.h"
 
 #define BF_MAX_RANGE_SIZE 1000000
 #define BF_MAX_ITEMS_PER_SECOND 1000000
 
 static const char *const keyranges_keys[] = {"table", "key", "size", NULL};
-
-/* The property "key" of an object, or false when it is absent. */
-static bool
-bb_get(JsonbContainer *obj, const char *key, JsonbValue *out)
-{
-	return getKeyJsonValueFromContainer(obj, key, strlen(key), out) != NULL;
-}
-
-/* Is v a JSON object? */
-static bool
-bb_is_object(JsonbValue *v)
-{
-	return v->type == jbvBinary && JsonContainerIsObject(v->val.binary.data);
-}
 
 /* The numeric value of v as a double, or false if v is not a number. */
 static bool
@@ -68,44 +51,19 @@ bf_check_query_source(JsonbContainer *src, const char *what)
 {
 	JsonbValue	v;
 	char	   *sql;
-	List	   *stmts = NIL;
-	MemoryContext oldcxt = CurrentMemoryContext;
+	List	   *stmts;
 	const char *hint = "Write one SELECT statement; each row it returns becomes an item, and $1 is the run's variables (jsonb).";
 	Node	   *stmt;
 
-	(void) bb_get(src, "query", &v);
+	(void) bf_def_get(src, "query", &v);
 	if (v.type != jbvString || v.val.string.len == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s: inputSource \"query\" must be a non-empty string", what),
-				 errdetail("Found %s.", bf_describe_json(&v)),
+				 errdetail("Found %s.", bf_def_describe(&v)),
 				 errhint("%s", hint)));
 	sql = pnstrdup(v.val.string.val, v.val.string.len);
-
-	PG_TRY();
-	{
-		stmts = raw_parser(sql, RAW_PARSE_DEFAULT);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-		int			class;
-
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		class = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
-		if (class != ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION &&
-			class != ERRCODE_DATA_EXCEPTION &&
-			class != ERRCODE_FEATURE_NOT_SUPPORTED)
-			PG_RE_THROW();
-		FlushErrorState();
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s: inputSource \"query\" is not a valid SQL statement", what),
-				 errdetail("%s", edata->message),
-				 errhint("%s", hint)));
-	}
-	PG_END_TRY();
+	stmts = bf_def_parse_sql(what, "inputSource \"query\"", sql, hint);
 
 	if (list_length(stmts) != 1)
 		ereport(ERROR,
@@ -128,45 +86,18 @@ bf_check_keyranges_source(JsonbContainer *src, const char *what)
 {
 	JsonbValue	v;
 	JsonbContainer *kr;
-	JsonbIterator *it;
-	JsonbIteratorToken tok;
 	const char *hint = "Write {\"keyRanges\": {\"table\": \"schema.name\", \"key\": \"column\", \"size\": 1000}}.";
 	double		size;
 
-	(void) bb_get(src, "keyRanges", &v);
-	if (!bb_is_object(&v))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s: inputSource \"keyRanges\" must be an object", what),
-				 errdetail("Found %s.", bf_describe_json(&v)),
-				 errhint("%s", hint)));
-	kr = v.val.binary.data;
-
-	it = JsonbIteratorInit(kr);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-	{
-		bool		known = false;
-
-		if (tok != WJB_KEY)
-			continue;
-		for (int i = 0; keyranges_keys[i] != NULL; i++)
-			if ((int) strlen(keyranges_keys[i]) == v.val.string.len &&
-				strncmp(keyranges_keys[i], v.val.string.val, v.val.string.len) == 0)
-				known = true;
-		if (!known)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("%s, inputSource keyRanges: unknown property \"%.*s\"", what,
-							v.val.string.len, v.val.string.val),
-					 errdetail("Unknown properties are rejected so that a misspelt one is not silently ignored."),
-					 errhint("Allowed properties here are \"table\", \"key\" and \"size\".")));
-	}
+	(void) bf_def_get(src, "keyRanges", &v);
+	kr = bf_def_object(&v, what, "inputSource \"keyRanges\"", hint);
+	bf_def_check_keys(kr, psprintf("%s, inputSource keyRanges", what), keyranges_keys);
 
 	for (int i = 0; keyranges_keys[i] != NULL; i++)
 	{
 		const char *key = keyranges_keys[i];
 
-		if (!bb_get(kr, key, &v))
+		if (!bf_def_get(kr, key, &v))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s, inputSource keyRanges: missing property \"%s\"", what, key),
@@ -176,18 +107,18 @@ bf_check_keyranges_source(JsonbContainer *src, const char *what)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s, inputSource keyRanges: property \"%s\" must be a non-empty string", what, key),
-					 errdetail("Found %s.", bf_describe_json(&v)),
+					 errdetail("Found %s.", bf_def_describe(&v)),
 					 errhint("%s", hint)));
 	}
 
-	(void) bb_get(kr, "size", &v);
+	(void) bf_def_get(kr, "size", &v);
 	if (!bb_number(&v, &size) || size != floor(size) ||
 		size < 1 || size > BF_MAX_RANGE_SIZE)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s, inputSource keyRanges: property \"size\" must be an integer from 1 to %d",
 						what, BF_MAX_RANGE_SIZE),
-				 errdetail("Found %s.", bf_describe_json(&v)),
+				 errdetail("Found %s.", bf_def_describe(&v)),
 				 errhint("\"size\" is about how many rows of the table each item covers.")));
 }
 
@@ -198,16 +129,16 @@ bf_check_throttles(JsonbContainer *node, const char *what)
 	JsonbValue	v;
 	double		rate;
 
-	if (bb_get(node, "maxItemsPerSecond", &v) &&
+	if (bf_def_get(node, "maxItemsPerSecond", &v) &&
 		(!bb_number(&v, &rate) || !(rate > 0) || rate > BF_MAX_ITEMS_PER_SECOND))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s: property \"maxItemsPerSecond\" must be a number greater than 0 and at most %d",
 						what, BF_MAX_ITEMS_PER_SECOND),
-				 errdetail("Found %s.", bf_describe_json(&v)),
+				 errdetail("Found %s.", bf_def_describe(&v)),
 				 errhint("\"maxItemsPerSecond\" is the most items the loop starts in any second, e.g. 50 or 0.5.")));
 
-	if (bb_get(node, "maxReplicationLag", &v))
+	if (bf_def_get(node, "maxReplicationLag", &v))
 	{
 		int64		usecs = -1;
 
@@ -217,7 +148,7 @@ bf_check_throttles(JsonbContainer *node, const char *what)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s: property \"maxReplicationLag\" must be a positive interval such as \"10s\"", what),
-					 errdetail("Found %s.", bf_describe_json(&v)),
+					 errdetail("Found %s.", bf_def_describe(&v)),
 					 errhint("Write a duration as text: \"500ms\", \"10s\", \"2min\".")));
 	}
 }
