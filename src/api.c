@@ -64,6 +64,47 @@ bf_status_is_final(const char *status)
 }
 
 /*
+ * The opening of bf_wait, bf_cancel and bf_retry: the SQL objects are of
+ * this library's version, SPI is connected, the call runs as the
+ * extension owner (saved holds the caller), and the run exists and is the
+ * caller's (security.c; status and started_here as bf_run_checked gives
+ * them).  run_call_end undoes it.
+ */
+static void
+run_call_begin(int64 run_id, BfSavedUser *saved, char **status, bool *started_here)
+{
+	bf_check_sql_version();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	bf_become_admin(saved);
+	bf_run_checked(run_id, saved->userid, status, started_here);
+}
+
+/* Back to the caller's identity, SPI closed. */
+static void
+run_call_end(BfSavedUser *saved)
+{
+	bf_restore_user(saved);
+	SPI_finish();
+}
+
+/*
+ * Execute sql with the run's id as $1 (inside SPI); an unexpected result
+ * is an internal error "could not <failure> <run>".  Returns the rows
+ * processed.
+ */
+static uint64
+run_exec(const char *sql, int64 run_id, int expected, const char *failure)
+{
+	Datum		arg = Int64GetDatum(run_id);
+	Oid			argtype = INT8OID;
+
+	if (SPI_execute_with_args(sql, 1, &argtype, &arg, NULL, false, 0) != expected)
+		elog(ERROR, "could not %s " INT64_FORMAT, failure, run_id);
+	return SPI_processed;
+}
+
+/*
  * bf_start(workflow text, input jsonb) returns bigint
  *
  * Creates the run and the items of its first loop in the caller's
@@ -226,13 +267,8 @@ bf_wait(PG_FUNCTION_ARGS)
 				 errdetail("Such a transaction would never see the run finish."),
 				 errhint("Call bf_wait in a READ COMMITTED transaction.")));
 
-	bf_check_sql_version();
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_us / 1000);
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	bf_become_admin(&saved);
-	bf_run_checked(run_id, saved.userid, NULL, &started_here);
+	run_call_begin(run_id, &saved, NULL, &started_here);
 	if (started_here)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -299,36 +335,27 @@ bf_cancel(PG_FUNCTION_ARGS)
 {
 	int64		run_id = PG_GETARG_INT64(0);
 	bool		force = PG_NARGS() > 1 && PG_GETARG_BOOL(1);
-	Datum		arg = Int64GetDatum(run_id);
-	Oid			argtype = INT8OID;
 	char	   *status;
 	BfSavedUser saved;
 
-	bf_check_sql_version();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	bf_become_admin(&saved);
-	bf_run_checked(run_id, saved.userid, &status, NULL);
+	run_call_begin(run_id, &saved, &status, NULL);
 	if (bf_status_is_final(status))
 	{
-		bf_restore_user(&saved);
-		SPI_finish();
+		run_call_end(&saved);
 		PG_RETURN_BOOL(false);
 	}
 
-	if (SPI_execute_with_args("WITH c AS ("
-							  "  UPDATE batchflow.loop"
-							  "     SET status = 'cancelled', error = 'cancelled by bf_cancel'"
-							  "   WHERE run_id = $1 AND finished_at IS NULL"
-							  "   RETURNING id)"
-							  " SELECT batchflow._close_loop(id) FROM c",
-							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not cancel run " INT64_FORMAT, run_id);
+	(void) run_exec("WITH c AS ("
+					"  UPDATE batchflow.loop"
+					"     SET status = 'cancelled', error = 'cancelled by bf_cancel'"
+					"   WHERE run_id = $1 AND finished_at IS NULL"
+					"   RETURNING id)"
+					" SELECT batchflow._close_loop(id) FROM c",
+					run_id, SPI_OK_SELECT, "cancel run");
 
 	/* Child runs of its items (workflow activities) are cancelled too. */
-	if (SPI_execute_with_args("SELECT batchflow._cancel_children($1)",
-							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not cancel the child runs of run " INT64_FORMAT, run_id);
+	(void) run_exec("SELECT batchflow._cancel_children($1)",
+					run_id, SPI_OK_SELECT, "cancel the child runs of run");
 
 	/*
 	 * Items in flight may end before this transaction commits, and then no
@@ -339,19 +366,16 @@ bf_cancel(PG_FUNCTION_ARGS)
 		bf_force_cancel_on_commit(run_id);
 
 	/* A run between nodes has no open loop: cancel the run itself. */
-	if (SPI_execute_with_args("UPDATE batchflow.run"
-							  "   SET status = 'cancelled', finished_at = clock_timestamp(),"
-							  "       error = 'cancelled by bf_cancel'"
-							  " WHERE id = $1 AND finished_at IS NULL"
-							  "   AND NOT EXISTS (SELECT 1 FROM batchflow.loop"
-							  "                    WHERE run_id = $1 AND finished_at IS NULL)",
-							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not cancel run " INT64_FORMAT, run_id);
-	if (SPI_processed > 0)
+	if (run_exec("UPDATE batchflow.run"
+				 "   SET status = 'cancelled', finished_at = clock_timestamp(),"
+				 "       error = 'cancelled by bf_cancel'"
+				 " WHERE id = $1 AND finished_at IS NULL"
+				 "   AND NOT EXISTS (SELECT 1 FROM batchflow.loop"
+				 "                    WHERE run_id = $1 AND finished_at IS NULL)",
+				 run_id, SPI_OK_UPDATE, "cancel run") > 0)
 		bf_runs_finished_on_commit();
 
-	bf_restore_user(&saved);
-	SPI_finish();
+	run_call_end(&saved);
 	PG_RETURN_BOOL(true);
 }
 
@@ -366,17 +390,11 @@ Datum
 bf_retry(PG_FUNCTION_ARGS)
 {
 	int64		run_id = PG_GETARG_INT64(0);
-	Datum		arg = Int64GetDatum(run_id);
-	Oid			argtype = INT8OID;
 	char	   *status;
 	BfSavedUser saved;
 	int64		requeued;
 
-	bf_check_sql_version();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	bf_become_admin(&saved);
-	bf_run_checked(run_id, saved.userid, NULL, NULL);
+	run_call_begin(run_id, &saved, NULL, NULL);
 
 	/*
 	 * Lock the run first, then read its status and whether the launcher
@@ -384,11 +402,10 @@ bf_retry(PG_FUNCTION_ARGS)
 	 * interleave, and the run cannot change between the check and the
 	 * re-queue (the pruner skips a run that is locked).
 	 */
-	if (SPI_execute_with_args("SELECT r.status,"
-							  "       EXISTS (SELECT 1 FROM batchflow.pruned_run p WHERE p.run_id = r.id)"
-							  "  FROM batchflow.run r WHERE r.id = $1 FOR UPDATE OF r",
-							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_SELECT ||
-		SPI_processed != 1)
+	if (run_exec("SELECT r.status,"
+				 "       EXISTS (SELECT 1 FROM batchflow.pruned_run p WHERE p.run_id = r.id)"
+				 "  FROM batchflow.run r WHERE r.id = $1 FOR UPDATE OF r",
+				 run_id, SPI_OK_SELECT, "lock run") != 1)
 		elog(ERROR, "could not lock run " INT64_FORMAT, run_id);
 	status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	if (!bf_status_is_final(status))
@@ -404,38 +421,31 @@ bf_retry(PG_FUNCTION_ARGS)
 				 errdetail("The launcher deletes the items of runs that finished longer ago than batchflow.history_retention; the run's failed and skipped items are no longer there to re-queue."),
 				 errhint("Start a new run with the inputs that failed; raise batchflow.history_retention to keep runs retryable for longer.")));
 
-	if (SPI_execute_with_args("UPDATE batchflow.item"
-							  "   SET status = 'pending', attempts = 0, not_before = NULL,"
-							  "       started_at = NULL, finished_at = NULL, error = NULL"
-							  " WHERE run_id = $1 AND status IN ('failed', 'skipped')",
-							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not re-queue items of run " INT64_FORMAT, run_id);
-	requeued = (int64) SPI_processed;
-
+	requeued = (int64) run_exec("UPDATE batchflow.item"
+								"   SET status = 'pending', attempts = 0, not_before = NULL,"
+								"       started_at = NULL, finished_at = NULL, error = NULL"
+								" WHERE run_id = $1 AND status IN ('failed', 'skipped')",
+								run_id, SPI_OK_UPDATE, "re-queue items of run");
 	if (requeued > 0)
 	{
 		/* dependsOn: which re-queued items wait for others again. */
-		if (SPI_execute_with_args("SELECT batchflow._deps_retry($1)",
-								  1, &argtype, &arg, NULL, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not recount the dependencies of run " INT64_FORMAT, run_id);
-		if (SPI_execute_with_args("UPDATE batchflow.loop l"
-								  "   SET status = 'running', finished_at = NULL, error = NULL"
-								  " WHERE run_id = $1 AND EXISTS"
-								  "   (SELECT 1 FROM batchflow.item i"
-								  "     WHERE i.loop_ref = l.id AND i.status = 'pending')",
-								  1, &argtype, &arg, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "could not re-open loops of run " INT64_FORMAT, run_id);
-		if (SPI_execute_with_args("UPDATE batchflow.run"
-								  "   SET status = 'running', finished_at = NULL, error = NULL,"
-								  "       current_node = (SELECT min(node_index) FROM batchflow.loop"
-								  "                        WHERE run_id = $1 AND finished_at IS NULL)"
-								  " WHERE id = $1",
-								  1, &argtype, &arg, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "could not restart run " INT64_FORMAT, run_id);
+		(void) run_exec("SELECT batchflow._deps_retry($1)",
+						run_id, SPI_OK_SELECT, "recount the dependencies of run");
+		(void) run_exec("UPDATE batchflow.loop l"
+						"   SET status = 'running', finished_at = NULL, error = NULL"
+						" WHERE run_id = $1 AND EXISTS"
+						"   (SELECT 1 FROM batchflow.item i"
+						"     WHERE i.loop_ref = l.id AND i.status = 'pending')",
+						run_id, SPI_OK_UPDATE, "re-open loops of run");
+		(void) run_exec("UPDATE batchflow.run"
+						"   SET status = 'running', finished_at = NULL, error = NULL,"
+						"       current_node = (SELECT min(node_index) FROM batchflow.loop"
+						"                        WHERE run_id = $1 AND finished_at IS NULL)"
+						" WHERE id = $1",
+						run_id, SPI_OK_UPDATE, "restart run");
 		bf_wake_on_commit();
 	}
 
-	bf_restore_user(&saved);
-	SPI_finish();
+	run_call_end(&saved);
 	PG_RETURN_INT64(requeued);
 }
