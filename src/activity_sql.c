@@ -298,28 +298,11 @@ bf_execute_children(BfClaim *claim, int first, int stop, Datum prev_in,
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
 		disable_timeout(STATEMENT_TIMEOUT, false);
 		bf_cancel_window_close(false);
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-
-		result->ok = false;
+		bf_result_from_error(result, oldcxt, oldowner,
+							 current >= 0 ? loop->children[current].id : NULL);
 		result->cancelled = bf_cancel_requested(loop->run_id);
-		result->sqlstate = pstrdup(unpack_sql_state(edata->sqlerrcode));
-		if (current >= 0)
-			result->failed_child = pstrdup(loop->children[current].id);
-		if (edata->detail)
-			result->error = psprintf("%s (%s)", edata->message, edata->detail);
-		else
-			result->error = pstrdup(edata->message);
-		FreeErrorData(edata);
 	}
 	PG_END_TRY();
 	pgstat_report_activity(STATE_RUNNING, "batchflow: recording item");

@@ -259,23 +259,8 @@ bf_workflow_start(BfClaim *claim, BfItemResult *result)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-
-		result->ok = false;
+		bf_result_from_error(result, oldcxt, oldowner, claim->loop->children[0].id);
 		result->fatal = fatal;
-		result->sqlstate = pstrdup(unpack_sql_state(edata->sqlerrcode));
-		result->failed_child = pstrdup(claim->loop->children[0].id);
-		result->error = edata->detail
-			? psprintf("%s (%s)", edata->message, edata->detail)
-			: pstrdup(edata->message);
-		FreeErrorData(edata);
 	}
 	PG_END_TRY();
 	return started;

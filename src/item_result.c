@@ -21,9 +21,12 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
+#include "utils/elog.h"
+#include "utils/resowner.h"
 #include "utils/timestamp.h"
 
 #include "batchflow.h"
@@ -184,4 +187,34 @@ bf_record_result(BfClaim *claim, BfItemResult *result)
 		bf_run_plan(fail_loop_plan, largs, NULL, SPI_OK_UPDATE);
 	}
 	return BF_OUTCOME_FAILED;
+}
+
+/*
+ * In the PG_CATCH of an attempt run in its own subtransaction (SQL
+ * children, a child run's start): take the error, roll the subtransaction
+ * back with every effect of the attempt, return to the attempt's memory
+ * context and resource owner, and make the error the attempt's result.
+ * failed_child: the id of the child that raised it, or NULL.
+ */
+void
+bf_result_from_error(BfItemResult *result, MemoryContext oldcxt,
+					 ResourceOwner oldowner, const char *failed_child)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(oldcxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	RollbackAndReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(oldcxt);
+	CurrentResourceOwner = oldowner;
+
+	result->ok = false;
+	result->sqlstate = pstrdup(unpack_sql_state(edata->sqlerrcode));
+	if (failed_child != NULL)
+		result->failed_child = pstrdup(failed_child);
+	result->error = edata->detail
+		? psprintf("%s (%s)", edata->message, edata->detail)
+		: pstrdup(edata->message);
+	FreeErrorData(edata);
 }

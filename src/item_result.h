@@ -14,6 +14,8 @@
 
 #include "postgres.h"
 
+#include "utils/resowner.h"
+
 #include "batchflow.h"
 #include "claim.h"
 
@@ -31,5 +33,7 @@ typedef struct BfItemResult
 } BfItemResult;
 
 extern BfOutcome bf_record_result(BfClaim *claim, BfItemResult *result);
+extern void bf_result_from_error(BfItemResult *result, MemoryContext oldcxt,
+								 ResourceOwner oldowner, const char *failed_child);
 
 #endif							/* BATCHFLOW_ITEM_RESULT_H */
