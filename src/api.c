@@ -35,6 +35,7 @@
 #include "databases.h"
 #include "db_served.h"
 #include "input_check.h"
+#include "loop_start.h"
 #include "pool.h"
 #include "run_control.h"
 #include "security.h"
@@ -44,7 +45,6 @@
 /* bf_start's statements, prepared once per session. */
 static SPIPlanPtr start_lookup_plan = NULL;
 static SPIPlanPtr start_insert_plan = NULL;
-static SPIPlanPtr start_advance_plan = NULL;
 
 PG_FUNCTION_INFO_V1(bf_start);
 PG_FUNCTION_INFO_V1(bf_wait);
@@ -193,12 +193,8 @@ bf_start(PG_FUNCTION_ARGS)
 	run_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 										 SPI_tuptable->tupdesc, 1, &isnull));
 
-	argtypes[0] = INT8OID;
-	args[0] = Int64GetDatum(run_id);
-	if (SPI_execute_plan(bf_keep_plan(&start_advance_plan,
-									  "SELECT batchflow._advance($1, 0)", 1, argtypes),
-						 args, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not advance run " INT64_FORMAT, run_id);
+	/* Its first loop and items (loop_start.c). */
+	bf_advance(run_id, 0, true);
 
 	SPI_finish();
 	bf_restore_user(&saved);

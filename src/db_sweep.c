@@ -59,8 +59,10 @@ bf_db_sweep(bool recover)
 
 	for (int i = 0; i < n; i++)
 	{
+		bool		busy;
+
 		bf_txn_begin("batchflow: closing loop");
-		(void) bf_loop_try_close(ids[i]);
+		(void) bf_loop_try_close(ids[i], true, &busy);
 		bf_txn_end();
 	}
 	if (recover || n > 0)

@@ -1,10 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * run.c
- *	  Closing loops and keeping runs moving: the calls of the SQL function
- *	  batchflow._close_loop (which closes the loop and advances the run),
- *	  the loops to close, and the re-queueing of each database's sweep
- *	  (db_sweep.c).
+ *	  Closing loops and keeping runs moving: when the workers try to close
+ *	  a loop (loop_close.c closes it and advances the run), the loops to
+ *	  close, and the re-queueing of each database's sweep (db_sweep.c).
  *
  *	  A loop is closed by whichever session first sees it with no pending
  *	  item left (normally the worker that committed its last item, in a
@@ -25,44 +24,45 @@
 #include "utils/array.h"
 
 #include "batchflow.h"
+#include "loop_close.h"
 #include "pool.h"
 #include "run.h"
+#include "spi_util.h"
 
-/* Try to close a loop and advance its run (inside SPI); true if closed. */
+/*
+ * Try to close a loop and advance its run (inside SPI); true if closed.
+ * Unless wait, a loop another session holds is left alone and *busy set:
+ * try again later (loop_close.c).
+ */
 bool
-bf_loop_try_close(int64 loop_ref)
+bf_loop_try_close(int64 loop_ref, bool wait, bool *busy)
 {
-	Datum		arg = Int64GetDatum(loop_ref);
-	Oid			argtype = INT8OID;
-	bool		isnull;
-	bool		closed;
-
-	if (SPI_execute_with_args("SELECT batchflow._close_loop($1)",
-							  1, &argtype, &arg, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not close loop " INT64_FORMAT, loop_ref);
-	closed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
-										SPI_tuptable->tupdesc, 1, &isnull));
-	return !isnull && closed;
+	return bf_close_loop(loop_ref, wait, busy);
 }
 
 /*
  * Close the loop now (inside SPI, in the caller's transaction) if none of
  * its items is pending or running any more, as this transaction sees it;
- * true if closed.
+ * true if closed.  A loop another session holds is left to the attempt
+ * after this transaction's commit.
  */
 bool
 bf_loop_close_if_done(int64 loop_ref)
 {
+	static SPIPlanPtr left_plan = NULL;
+	static const Oid argtype = INT8OID;
 	Datum		arg = Int64GetDatum(loop_ref);
-	Oid			argtype = INT8OID;
+	bool		busy;
 
-	if (SPI_execute_with_args("SELECT 1 FROM batchflow.item"
-							  " WHERE loop_ref = $1 AND status IN ('pending', 'running') LIMIT 1",
-							  1, &argtype, &arg, NULL, false, 1) != SPI_OK_SELECT)
+	if (SPI_execute_plan(bf_keep_plan(&left_plan,
+									  "SELECT 1 FROM batchflow.item"
+									  " WHERE loop_ref = $1 AND status IN ('pending', 'running') LIMIT 1",
+									  1, &argtype),
+						 &arg, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not inspect loop " INT64_FORMAT, loop_ref);
 	if (SPI_processed > 0)
 		return false;
-	return bf_loop_try_close(loop_ref);
+	return bf_loop_try_close(loop_ref, false, &busy);
 }
 
 /*

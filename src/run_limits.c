@@ -2,8 +2,8 @@
  *
  * run_limits.c
  *	  Resource limits on what a run may hold: batchflow.max_items_per_run
- *	  and batchflow.max_item_size.  batchflow._advance reads them (with
- *	  current_setting) when it reaches a loop; C only declares them.
+ *	  and batchflow.max_item_size, checked by bf_advance (loop_start.c)
+ *	  when a run reaches a loop.
  *
  * IDENTIFICATION
  *	  src/run_limits.c
@@ -18,13 +18,13 @@
 
 #include "run_limits.h"
 
-/* Read by batchflow._advance through current_setting(), not in C. */
-static int	bf_max_items_per_run = BF_DEFAULT_MAX_ITEMS_PER_RUN;
-static int	bf_max_item_kb = BF_DEFAULT_MAX_ITEM_KB;
+/* Checked by bf_advance (loop_start.c). */
+int			bf_max_items_per_run = BF_DEFAULT_MAX_ITEMS_PER_RUN;
+int			bf_max_item_kb = BF_DEFAULT_MAX_ITEM_KB;
 
 /*
  * The limits on what a run may hold.  Superuser-only, so that a role cannot
- * raise its own limits; batchflow._advance reads them when it reaches a loop.
+ * raise its own limits; bf_advance checks them when a run reaches a loop.
  */
 void
 bf_limits_define_gucs(void)

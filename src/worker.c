@@ -57,6 +57,8 @@
 #include "databases.h"
 #include "http_batch.h"
 #include "item_result.h"
+#include "loop_close.h"
+#include "loop_start.h"
 #include "loopcache.h"
 #include "pool.h"
 #include "progress.h"
@@ -73,22 +75,31 @@
 static bool warmed_up = false;
 
 static bool bf_worker_step(long *sleep_ms);
-static void bf_close_loops(int64 *ids, int n);
+static bool bf_close_loops(int64 *ids, int n);
 
-/* Close each listed loop in a transaction of its own. */
-static void
+/*
+ * Close each listed loop in a transaction of its own, without waiting for
+ * another session's lock on it; true if some loop was busy so (the worker
+ * must look again soon: loop_close.c).
+ */
+static bool
 bf_close_loops(int64 *ids, int n)
 {
+	bool		any_busy = false;
+
 	for (int i = 0; i < n; i++)
 	{
 		bool		closed;
+		bool		busy;
 
 		bf_txn_begin("batchflow: closing loop");
-		closed = bf_loop_try_close(ids[i]);
+		closed = bf_loop_try_close(ids[i], false, &busy);
 		bf_txn_end();
 		if (closed)
 			bf_loop_info_forget(ids[i]);
+		any_busy |= busy;
 	}
+	return any_busy;
 }
 
 /*
@@ -119,17 +130,18 @@ bf_worker_step(long *sleep_ms)
 	if (OidIsValid(get_namespace_oid("batchflow", true)))
 	{
 		/*
-		 * Compile the PL/pgSQL functions that close loops and advance
-		 * runs once, before any run waits on them: their first call in a
-		 * process costs ~10 ms.  Called with ids that do not exist, they
-		 * return at once.  Tried once per process, whatever happens.
+		 * Prepare the first plans of closing a loop and advancing a run
+		 * once, before any run waits on them.  Called with ids that do
+		 * not exist, they return at once.  Tried once per process,
+		 * whatever happens.
 		 */
 		if (!warmed_up)
 		{
+			bool		busy;
+
 			warmed_up = true;
-			if (SPI_execute("SELECT batchflow._close_loop(-1), batchflow._advance(-1, 0)",
-							false, 0) != SPI_OK_SELECT)
-				elog(ERROR, "could not warm up the batchflow functions");
+			(void) bf_close_loop(-1, false, &busy);
+			bf_advance(-1, 0, false);
 		}
 		bf_http_requeue_mine();
 		claimed = bf_claim_next_item(&claim, &next_due, close_list, &nclose);
@@ -193,8 +205,12 @@ bf_worker_step(long *sleep_ms)
 	if (http)
 		bf_http_drive();
 
-	if (nclose > 0)
-		bf_close_loops(close_list, nclose);
+	if (nclose > 0 && bf_close_loops(close_list, nclose))
+	{
+		/* A loop was being closed by another session: look again soon. */
+		bf_claim_saw_work = true;
+		*sleep_ms = Min(*sleep_ms, BF_CLOSE_RETRY_MS);
+	}
 
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
