@@ -997,6 +997,11 @@ SELECT batchflow._database_ready();
 
 -- Counters ---------------------------------------------------------------------
 
+-- How many rows each counter is spread over (see metric_counter.shard).
+CREATE FUNCTION batchflow._metric_shards() RETURNS int
+    LANGUAGE sql IMMUTABLE AS 'SELECT 16';
+COMMENT ON FUNCTION batchflow._metric_shards() IS 'Internal: over how many rows (shards) each metric counter is spread, so that sessions closing loops or finishing runs at once do not wait for each other';
+
 CREATE TYPE batchflow.item_metrics AS (
     succeeded         bigint,
     failed            bigint,
@@ -1027,7 +1032,8 @@ CREATE TABLE batchflow.metric_counter (
     duration_sum      float8 NOT NULL DEFAULT 0 CHECK (duration_sum >= 0),
     duration_buckets  bigint[] NOT NULL,
     updated_at        timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (workflow, loop_id),
+    shard             smallint NOT NULL DEFAULT 0 CHECK (shard >= 0),
+    PRIMARY KEY (workflow, loop_id, shard),
     CHECK (cardinality(duration_buckets) = cardinality(batchflow.metric_duration_bounds()))
 );
 COMMENT ON TABLE batchflow.metric_counter IS 'Per workflow and loop id: items counted from closed loops, for counters that only grow (batchflow.metric_items adds the open loops)';
@@ -1042,6 +1048,7 @@ COMMENT ON COLUMN batchflow.metric_counter.duration_count IS 'Items timed: succe
 COMMENT ON COLUMN batchflow.metric_counter.duration_sum IS 'Sum of their durations (final attempt), seconds';
 COMMENT ON COLUMN batchflow.metric_counter.duration_buckets IS 'Cumulative counts of items timed at most each bound of batchflow.metric_duration_bounds()';
 COMMENT ON COLUMN batchflow.metric_counter.updated_at IS 'When a loop was last added';
+COMMENT ON COLUMN batchflow.metric_counter.shard IS 'Which of the workflow and loop id''s rows: the closing session''s pid modulo batchflow._metric_shards(), so that loops closing at once update different rows; readers sum them';
 
 CREATE TABLE batchflow.metric_loop (
     loop_ref     bigint PRIMARY KEY REFERENCES batchflow.loop (id) ON DELETE CASCADE,
@@ -1063,7 +1070,8 @@ CREATE TABLE batchflow.metric_run_counter (
     owner       oid NOT NULL,
     runs        bigint NOT NULL DEFAULT 0 CHECK (runs >= 0),
     updated_at  timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (workflow, status)
+    shard       smallint NOT NULL DEFAULT 0 CHECK (shard >= 0),
+    PRIMARY KEY (workflow, status, shard)
 );
 COMMENT ON TABLE batchflow.metric_run_counter IS 'Per workflow and final status: runs that finished so (a run retried and finished again counts again)';
 COMMENT ON COLUMN batchflow.metric_run_counter.workflow IS 'Workflow name';
@@ -1071,6 +1079,7 @@ COMMENT ON COLUMN batchflow.metric_run_counter.status IS 'succeeded, failed or c
 COMMENT ON COLUMN batchflow.metric_run_counter.owner IS 'Owner of the workflow when the row was created; who may read the row';
 COMMENT ON COLUMN batchflow.metric_run_counter.runs IS 'Runs that finished with this status';
 COMMENT ON COLUMN batchflow.metric_run_counter.updated_at IS 'When a run was last counted';
+COMMENT ON COLUMN batchflow.metric_run_counter.shard IS 'Which of the workflow and status''s rows: the finishing session''s pid modulo batchflow._metric_shards(); readers sum them';
 
 -- Counting a loop ---------------------------------------------------------------
 
@@ -1200,12 +1209,13 @@ BEGIN
        SET counted = excluded.counted, prefix_upto = 0, prefix = excluded.prefix;
 
     INSERT INTO batchflow.metric_counter AS c
-           (workflow, loop_id, owner, succeeded, failed, skipped, retried,
+           (workflow, loop_id, shard, owner, succeeded, failed, skipped, retried,
             duration_count, duration_sum, duration_buckets, updated_at)
-    VALUES (v_loop.workflow, v_loop.node_id, v_loop.owner, v_add.succeeded, v_add.failed,
+    VALUES (v_loop.workflow, v_loop.node_id, pg_backend_pid() % batchflow._metric_shards(),
+            v_loop.owner, v_add.succeeded, v_add.failed,
             v_add.skipped, v_add.retried, v_add.duration_count, v_add.duration_sum,
             v_add.duration_buckets, clock_timestamp())
-    ON CONFLICT (workflow, loop_id) DO UPDATE
+    ON CONFLICT (workflow, loop_id, shard) DO UPDATE
        SET succeeded = c.succeeded + excluded.succeeded,
            failed = c.failed + excluded.failed,
            skipped = c.skipped + excluded.skipped,
@@ -1303,12 +1313,13 @@ BEGIN
     IF TG_OP = 'INSERT' AND batchflow._restoring('batchflow.run') THEN
         RETURN NULL;
     END IF;
-    INSERT INTO batchflow.metric_run_counter AS c (workflow, status, owner, runs, updated_at)
-    SELECT v.workflow, NEW.status, w.owner, 1, clock_timestamp()
+    INSERT INTO batchflow.metric_run_counter AS c (workflow, status, shard, owner, runs, updated_at)
+    SELECT v.workflow, NEW.status, pg_backend_pid() % batchflow._metric_shards(), w.owner, 1,
+           clock_timestamp()
       FROM batchflow.workflow_version v
       JOIN batchflow.workflow w ON w.name = v.workflow
      WHERE v.id = NEW.version_id
-    ON CONFLICT (workflow, status) DO UPDATE
+    ON CONFLICT (workflow, status, shard) DO UPDATE
        SET runs = c.runs + 1, updated_at = excluded.updated_at;
     RETURN NULL;
 END;
@@ -1396,8 +1407,9 @@ SET search_path = pg_catalog, pg_temp AS $$
      WHERE r.finished_at IS NULL
      GROUP BY v.workflow, r.status
     UNION ALL
-    SELECT c.workflow, c.status, true, c.runs
+    SELECT c.workflow, c.status, true, sum(c.runs)::bigint
       FROM batchflow.metric_run_counter c
+     GROUP BY c.workflow, c.status
      ORDER BY 1, 2
 $$;
 COMMENT ON FUNCTION batchflow._metric_runs() IS 'Internal: the rows of batchflow.metric_runs(), computed as the extension owner';
@@ -1538,7 +1550,7 @@ REVOKE ALL ON FUNCTION batchflow._range_metrics(bigint, int, int),
     batchflow._metrics_sync(bigint), batchflow._metrics_advance(bigint, int),
     batchflow._loop_metrics_changed(), batchflow._metric_items(), batchflow._metric_runs(),
     batchflow._metric_queue(), batchflow._metric_loops(), batchflow._metric_running_loops(int),
-    batchflow._run_metrics_finished() FROM PUBLIC;
+    batchflow._run_metrics_finished(), batchflow._metric_shards() FROM PUBLIC;
 
 /*
  * The metric functions cover every workflow and run, so they are for
