@@ -656,7 +656,10 @@ COMMENT ON COLUMN batchflow.workflow.owner IS 'OID of the role that first regist
 
 -- Progress: a closed loop has no active item.  A worker clears the item it
 -- shows in shared memory only after its commit, so a loop closed by another
--- session in that moment announced the item as ended and as active.
+-- session in that moment announced the item as ended and as active.  A loop
+-- of workflow activities counts its child runs in flight as active (they
+-- hold no worker; issue 16).  The view is created here once, in its final
+-- form.
 CREATE OR REPLACE VIEW batchflow._progress_all AS
 SELECT l.run_id,
        l.id AS loop_ref,
@@ -668,7 +671,15 @@ SELECT l.run_id,
        k.completed,
        k.failed,
        k.skipped,
-       CASE WHEN l.finished_at IS NULL THEN coalesce(x.active, 0) ELSE 0 END AS active,
+       -- A loop of workflow activities: its children in flight (items
+       -- 'running' with a child run, holding no worker; part 26).
+       CASE WHEN l.finished_at IS NOT NULL THEN 0
+            WHEN coalesce(l.node ->> 'activity' = 'workflow'
+                          OR l.node #>> '{children,0,activity}' = 'workflow', false)
+                 THEN (SELECT count(*) FROM batchflow.item i
+                        WHERE i.loop_ref = l.id AND i.status = 'running'
+                          AND i.child_run IS NOT NULL)::int
+            ELSE coalesce(x.active, 0) END AS active,
        CASE WHEN l.total = 0 THEN 100.0
             ELSE round(100.0 * least(k.done, l.total) / l.total, 1) END AS percent,
        CASE WHEN l.finished_at IS NOT NULL
@@ -721,6 +732,7 @@ SELECT l.run_id,
                                             ELSE batchflow._progress_exact() END AS exact) e
                 OFFSET 0) c
   ) k;
+COMMENT ON COLUMN batchflow._progress_all.active IS 'Items executing right now; for a loop of workflow activities, its child runs in flight';
 
 -- Big batches (issue 15): query, keyRanges and large array sources
 -- materialised by the workers (table loop_fill, _lazy_loop called by

@@ -32,6 +32,7 @@
 #include "utils/wait_event.h"
 
 #include "batchflow.h"
+#include "activity_workflow.h"
 #include "databases.h"
 #include "db_served.h"
 #include "input_check.h"
@@ -359,7 +360,11 @@ bf_cancel(PG_FUNCTION_ARGS)
 	 */
 	bf_wake_on_commit();
 	if (force)
+	{
 		bf_force_cancel_on_commit(run_id);
+		/* And the items executing in its child runs, and theirs. */
+		bf_force_cancel_descendants(run_id);
+	}
 
 	/* A run between nodes has no open loop: cancel the run itself. */
 	if (run_exec("UPDATE batchflow.run"

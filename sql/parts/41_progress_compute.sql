@@ -21,7 +21,15 @@ SELECT l.run_id,
        k.completed,
        k.failed,
        k.skipped,
-       CASE WHEN l.finished_at IS NULL THEN coalesce(x.active, 0) ELSE 0 END AS active,
+       -- A loop of workflow activities: its children in flight (items
+       -- 'running' with a child run, holding no worker; part 26).
+       CASE WHEN l.finished_at IS NOT NULL THEN 0
+            WHEN coalesce(l.node ->> 'activity' = 'workflow'
+                          OR l.node #>> '{children,0,activity}' = 'workflow', false)
+                 THEN (SELECT count(*) FROM batchflow.item i
+                        WHERE i.loop_ref = l.id AND i.status = 'running'
+                          AND i.child_run IS NOT NULL)::int
+            ELSE coalesce(x.active, 0) END AS active,
        CASE WHEN l.total = 0 THEN 100.0
             ELSE round(100.0 * least(k.done, l.total) / l.total, 1) END AS percent,
        CASE WHEN l.finished_at IS NOT NULL
@@ -85,7 +93,7 @@ COMMENT ON COLUMN batchflow._progress_all.total IS 'Number of items';
 COMMENT ON COLUMN batchflow._progress_all.completed IS 'Items succeeded';
 COMMENT ON COLUMN batchflow._progress_all.failed IS 'Items failed (after their retries)';
 COMMENT ON COLUMN batchflow._progress_all.skipped IS 'Items skipped (fail-fast or cancel)';
-COMMENT ON COLUMN batchflow._progress_all.active IS 'Items executing right now';
+COMMENT ON COLUMN batchflow._progress_all.active IS 'Items executing right now; for a loop of workflow activities, its child runs in flight';
 COMMENT ON COLUMN batchflow._progress_all.percent IS 'Items ended (succeeded, failed or skipped) per 100 items';
 COMMENT ON COLUMN batchflow._progress_all.items_per_sec IS 'Running: items ended per second over the last 10 seconds; finished: over the loop''s lifetime';
 COMMENT ON COLUMN batchflow._progress_all.elapsed IS 'Time since the loop started, or its duration once finished';

@@ -132,6 +132,57 @@ SELECT count(*) AS grandchildren, count(*) FILTER (WHERE status = 'cancelled') A
   FROM batchflow.runs g WHERE g.parent_run IN (SELECT id FROM batchflow.runs WHERE parent_run = :run);
 SELECT status, count(*) FROM batchflow.items WHERE run_id = :run GROUP BY status ORDER BY status;
 
+-- Force cancel reaches the items of children and grandchildren.  Each
+-- grandchild's one item waits for advisory lock 4343, which this session
+-- holds; 3 of the top run's 4 items are in flight (cap 3), and bf_progress
+-- counts those 3 children as active.  bf_cancel(run, force => true)
+-- interrupts the grandchildren's items while the lock is still held: their
+-- effects roll back and they end skipped with error "cancelled", and every
+-- run ends cancelled.
+CREATE TABLE cr_force (run bigint NOT NULL);
+SELECT bf_register('cr_block', '{"nodes": [{"id": "one", "type": "loop", "loopType": "parallel", "concurrency": 1,
+  "inputSource": {"static": [1]},
+  "children": [{"id": "wait", "type": "activity", "activity": "sql",
+    "sql": "INSERT INTO cr_force SELECT ($3 ->> ''run'')::bigint FROM pg_advisory_xact_lock_shared(4343) RETURNING 1"}]}]}') > 0 AS registered;
+SELECT bf_register('cr_fmid', '{"nodes": [{"id": "sub", "type": "activity", "activity": "workflow", "workflow": "cr_block"}]}') > 0 AS registered;
+SELECT bf_register('cr_ftop', '{"nodes": [{"id": "each", "type": "loop", "loopType": "parallel", "concurrency": 3,
+  "inputSource": {"static": [1, 2, 3, 4]},
+  "children": [{"id": "sub", "type": "activity", "activity": "workflow", "workflow": "cr_fmid"}]}]}') > 0 AS registered;
+SELECT pg_advisory_lock(4343);
+SELECT bf_start('cr_ftop') AS run \gset
+CREATE FUNCTION cr_blocked_items(p_run bigint, p_want int) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    n bigint;
+BEGIN
+    FOR i IN 1 .. 600 LOOP
+        SELECT count(*) INTO n FROM batchflow.active_items() a
+          JOIN batchflow.run g ON g.id = a.run_id
+          JOIN batchflow.run m ON m.id = g.parent_run
+         WHERE m.parent_run = p_run;
+        EXIT WHEN n >= p_want;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+    RETURN n;
+END
+$$;
+SELECT cr_blocked_items(:run, 3) AS grandchild_items_executing;
+SELECT loop_id, status, total, completed, active FROM bf_progress(:run);
+SELECT run = :run AS top, active FROM batchflow.dashboard WHERE run = :run;
+SELECT bf_cancel(:run, force => true);
+SELECT bf_wait(:run, '30 seconds');
+SELECT count(*) AS runs, count(*) FILTER (WHERE r.status = 'cancelled') AS cancelled
+  FROM batchflow.runs r
+ WHERE r.parent_run = :run OR r.parent_run IN (SELECT c.id FROM batchflow.runs c WHERE c.parent_run = :run);
+SELECT i.status, i.error, count(*)
+  FROM batchflow.items i
+  JOIN batchflow.runs g ON g.id = i.run_id
+  JOIN batchflow.runs m ON m.id = g.parent_run
+ WHERE m.parent_run = :run
+ GROUP BY 1, 2;
+SELECT count(*) AS effects_left FROM cr_force;
+SELECT pg_advisory_unlock(4343);
+
 -- A workflow may not start itself, directly or through others.
 SELECT bf_register('cr_self', '{"nodes": [{"id": "again", "type": "activity", "activity": "workflow", "workflow": "cr_self"}]}') > 0 AS registered;
 SELECT bf_start('cr_self') AS run \gset
