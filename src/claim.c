@@ -36,6 +36,7 @@
 
 #include "batchflow.h"
 #include "claim.h"
+#include "deps.h"
 #include "run_control.h"
 #include "spi_util.h"
 #include "activity_workflow.h"
@@ -92,8 +93,6 @@ typedef struct BfClaimHint
 
 static BfClaimHint claim_hints[BF_CLAIM_HINTS];
 static SPIPlanPtr claim_sequential_plan = NULL;
-static SPIPlanPtr claim_ready_plan = NULL;
-static SPIPlanPtr claim_ready_from_plan = NULL;
 static SPIPlanPtr remaining_plan = NULL;
 static SPIPlanPtr loop_running_plan = NULL;
 
@@ -183,17 +182,6 @@ bf_prepare_claim_plans(void)
 										 " WHERE loop_ref = $1 AND status IN ('pending', 'running')"
 										 " ORDER BY idx LIMIT 1"
 										 " FOR UPDATE SKIP LOCKED", 1);
-	/* dependsOn: ready items only, through item_ready_idx (deps.c). */
-	bf_keep_claim_plan(&claim_ready_plan, "SELECT idx, item, attempts FROM batchflow.item"
-					   " WHERE loop_ref = $1 AND status = 'pending' AND unmet = 0"
-					   "   AND (not_before IS NULL OR not_before <= clock_timestamp())"
-					   " ORDER BY idx LIMIT 1"
-					   " FOR UPDATE SKIP LOCKED", 1);
-	bf_keep_claim_plan(&claim_ready_from_plan, "SELECT idx, item, attempts FROM batchflow.item"
-					   " WHERE loop_ref = $1 AND idx >= $2 AND status = 'pending' AND unmet = 0"
-					   "   AND (not_before IS NULL OR not_before <= clock_timestamp())"
-					   " ORDER BY idx LIMIT 1"
-					   " FOR UPDATE SKIP LOCKED", 2);
 	bf_keep_claim_plan(&loop_running_plan, "SELECT 1 FROM batchflow.loop l WHERE id = $1 AND status = 'running'"
 											"   AND NOT " BF_RUN_PAUSED("l.run_id"), 1);
 	bf_keep_claim_plan(&remaining_plan, "SELECT min(coalesce(not_before, '-infinity'))"
@@ -221,7 +209,7 @@ bf_claim_hint_lower(int64 loop_ref, int32 idx)
  * first row and both locks are held until the transaction ends; otherwise
  * nothing is held.  *tag is the cap lock taken, if any.  On BF_BACKING_OFF
  * *due is when the next item is due.  A dependsOn loop (deps) takes the
- * lowest ready index, from item_ready_idx, which holds only ready items.
+ * lowest ready index, from item_ready (deps_claim.c).
  * A loop whose child is a workflow (children) counts its child runs in
  * flight against the cap: its claims take cap lock 0 only, one at a time,
  * and find no room while cap items wait for a child (bf_children_room).
@@ -265,14 +253,18 @@ bf_claim_under_cap(int64 loop_ref, int cap, bool sequential, bool deps,
 	{
 		Datum		args[2] = {arg, Int32GetDatum(hint->next)};
 
-		if (SPI_execute_plan(deps ? claim_ready_from_plan : claim_parallel_from_plan,
-							 args, NULL, false, 1) != SPI_OK_SELECT)
+		/* dependsOn: ready items only, from batchflow.item_ready (deps_claim.c). */
+		if (deps)
+			(void) bf_deps_claim_ready(loop_ref, hint->next, false);
+		else if (SPI_execute_plan(claim_parallel_from_plan,
+								  args, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not claim an item of loop " INT64_FORMAT, loop_ref);
 	}
-	if (SPI_processed == 0 &&
-		SPI_execute_plan(sequential ? claim_sequential_plan :
-						 deps ? claim_ready_plan : claim_parallel_plan,
-						 &arg, NULL, false, 1) != SPI_OK_SELECT)
+	if (SPI_processed == 0 && deps)
+		(void) bf_deps_claim_ready(loop_ref, 0, false);
+	else if (SPI_processed == 0 &&
+			 SPI_execute_plan(sequential ? claim_sequential_plan : claim_parallel_plan,
+							  &arg, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not claim an item of loop " INT64_FORMAT, loop_ref);
 	if (SPI_processed == 1 && !sequential)
 	{

@@ -14,23 +14,31 @@
  *	                input array before its items are inserted: keys unique,
  *	                dependencies known, no cycle (Kahn's algorithm over the
  *	                whole graph, in memory, once); then one item_dep row per
- *	                edge, and each item is inserted with item.unmet = the
- *	                number of its dependencies.
- *	  item end      bf_deps_item_succeeded: unmet - 1 for each dependent,
- *	                in the completing item's own transaction, so the
- *	                dependent becomes claimable exactly when that commit
- *	                becomes visible.  bf_deps_item_failed: every pending
- *	                transitive dependent ends skipped with an error that
- *	                names the failed dependency.
+ *	                edge, an item_ready row for each item without
+ *	                dependencies, an item_wait row (its count) for each item
+ *	                with more than one; each item is inserted with
+ *	                item.unmet = the number of its dependencies.
+ *	  item end      bf_deps_item_succeeded, in the completing item's own
+ *	                transaction: its ready row goes; the wait rows of its
+ *	                dependents count down, and each dependent whose last
+ *	                dependency it was (the only one, or its count reached
+ *	                0) gets a ready row, so it becomes claimable exactly
+ *	                when that commit becomes visible.  bf_deps_item_failed:
+ *	                every pending transitive dependent ends skipped with an
+ *	                error that names the failed dependency.
  *
- *	  Readiness therefore costs the claim nothing: ready items are the
- *	  entries of the partial index item_ready_idx (status 'pending' and
- *	  unmet 0), in index order.  Dependents are locked in index order, so
- *	  two items finishing at once that share dependents cannot deadlock.
- *	  Blocked items are ordinary pending items to everything else (closing
- *	  a loop, cancelling, fail-fast), and exactly-once holds as for any
- *	  item: the counts change only in item transactions.
- *
+ *	  Readiness therefore costs the claim nothing: ready items are the rows
+ *	  of item_ready, read in index order from the worker's hint, each then
+ *	  locked in item by its key (deps_claim.c, which also keeps the plans
+ *	  of these statements on their indexes whatever the statistics).  Nothing of this writes the item rows: an
+ *	  UPDATE of an item (wide, and in four indexes, so never HOT) cost twice
+ *	  what the insert of a narrow ready row does.  Wait rows are locked in
+ *	  index order, so two items finishing at once that share dependents
+ *	  cannot deadlock.  Blocked items are ordinary pending items to
+ *	  everything else (closing a loop, cancelling, fail-fast), and
+ *	  exactly-once holds as for any item: readiness changes only in item
+ *	  transactions.
+
  * IDENTIFICATION
  *	  src/deps.c
  *
@@ -518,9 +526,15 @@ bf_deps_link(PG_FUNCTION_ARGS)
 	if (problem == NULL)
 	{
 		Datum	   *u_n = palloc(sizeof(Datum) * Max(n, 1));
+		ArrayType  *u_arr;
+		Oid			rtypes[3] = {INT8OID, INT8OID, INT4ARRAYOID};
+		Datum		rargs[3];
 
 		for (int i = 0; i < n; i++)
 			u_n[i] = Int32GetDatum(unmet[i]);
+		u_arr = construct_array(u_n, n, INT4OID, 4, true, TYPALIGN_INT);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
 		if (nedges > 0)
 		{
 			Datum	   *e_dep = palloc(sizeof(Datum) * nedges);
@@ -538,15 +552,26 @@ bf_deps_link(PG_FUNCTION_ARGS)
 			largs[1] = PointerGetDatum(construct_array(e_dep, nedges, INT4OID, 4, true, TYPALIGN_INT));
 			largs[2] = PointerGetDatum(construct_array(e_idx, nedges, INT4OID, 4, true, TYPALIGN_INT));
 			largs[3] = Int64GetDatum(run_id);
-			if (SPI_connect() != SPI_OK_CONNECT)
-				elog(ERROR, "SPI_connect failed");
 			if (SPI_execute_with_args("INSERT INTO batchflow.item_dep (loop_ref, dep_idx, idx, run_id)"
 									  " SELECT $1, d, i, $4 FROM unnest($2, $3) AS e(d, i)",
 									  4, ltypes, largs, NULL, false, 0) != SPI_OK_INSERT)
 				elog(ERROR, "could not record the dependencies of loop " INT64_FORMAT, loop_ref);
-			SPI_finish();
 		}
-		rvalues[1] = PointerGetDatum(construct_array(u_n, n, INT4OID, 4, true, TYPALIGN_INT));
+		/* Ready: no dependencies.  Counted: more than one. */
+		rargs[0] = Int64GetDatum(loop_ref);
+		rargs[1] = Int64GetDatum(run_id);
+		rargs[2] = PointerGetDatum(u_arr);
+		if (SPI_execute_with_args("INSERT INTO batchflow.item_ready (loop_ref, idx, run_id)"
+								  " SELECT $1, (u.i - 1)::int, $2"
+								  "   FROM unnest($3) WITH ORDINALITY AS u(n, i) WHERE u.n = 0",
+								  3, rtypes, rargs, NULL, false, 0) != SPI_OK_INSERT ||
+			SPI_execute_with_args("INSERT INTO batchflow.item_wait (loop_ref, idx, unmet, run_id)"
+								  " SELECT $1, (u.i - 1)::int, u.n, $2"
+								  "   FROM unnest($3) WITH ORDINALITY AS u(n, i) WHERE u.n > 1",
+								  3, rtypes, rargs, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not record the ready items of loop " INT64_FORMAT, loop_ref);
+		SPI_finish();
+		rvalues[1] = PointerGetDatum(u_arr);
 		rnulls[1] = false;
 	}
 	else
@@ -559,73 +584,83 @@ bf_deps_link(PG_FUNCTION_ARGS)
 
 /*
  * The item (loop_ref, idx) just succeeded, in this transaction (inside
- * SPI): one dependency fewer for each of its pending dependents, locked in
- * index order.  If one of them became ready, the workers are woken at
- * commit.
+ * SPI): it is no longer ready; its dependents with a count count down,
+ * locked in index order; each dependent for which it was the last
+ * dependency becomes ready.  The workers are woken at commit for them.
  */
 void
 bf_deps_item_succeeded(int64 loop_ref, int32 idx)
 {
 	Datum		args[2];
+	int			nest;
 
 	if (succeeded_plan == NULL)
 	{
 		Oid			types[2] = {INT8OID, INT4OID};
 
-		bf_keep_plan(&succeeded_plan, "UPDATE batchflow.item i SET unmet = i.unmet - 1"
-										"  FROM (SELECT x.idx FROM batchflow.item x"
-										"         WHERE x.loop_ref = $1 AND x.status = 'pending' AND x.unmet > 0"
-										"           AND x.idx IN (SELECT d.idx FROM batchflow.item_dep d"
-										"                          WHERE d.loop_ref = $1 AND d.dep_idx = $2)"
-										"         ORDER BY x.idx FOR UPDATE) s"
-										" WHERE i.loop_ref = $1 AND i.idx = s.idx"
-										" RETURNING i.unmet = 0, i.idx", 2, types);
+		bf_keep_plan(&succeeded_plan, "WITH gone AS ("
+										"    DELETE FROM batchflow.item_ready"
+										"     WHERE loop_ref = $1 AND idx = $2),"
+										" d AS ("
+										"    SELECT e.idx, e.run_id FROM batchflow.item_dep e"
+										"     WHERE e.loop_ref = $1 AND e.dep_idx = $2),"
+										" w AS ("
+										"    SELECT x.idx FROM batchflow.item_wait x"
+										"     WHERE x.loop_ref = $1 AND x.idx IN (SELECT d.idx FROM d)"
+										"     ORDER BY x.idx FOR UPDATE),"
+										" counted AS ("
+										"    UPDATE batchflow.item_wait y SET unmet = y.unmet - 1"
+										"      FROM w WHERE y.loop_ref = $1 AND y.idx = w.idx AND y.unmet > 0"
+										"    RETURNING y.idx, y.unmet)"
+										" INSERT INTO batchflow.item_ready (loop_ref, idx, run_id)"
+										" SELECT $1, d.idx, d.run_id FROM d"
+										"  WHERE NOT EXISTS (SELECT 1 FROM w WHERE w.idx = d.idx)"
+										"     OR EXISTS (SELECT 1 FROM counted c WHERE c.idx = d.idx AND c.unmet = 0)"
+										" ON CONFLICT (loop_ref, idx) DO NOTHING"
+										" RETURNING idx", 2, types);
 	}
 	args[0] = Int64GetDatum(loop_ref);
 	args[1] = Int32GetDatum(idx);
-	if (SPI_execute_plan(succeeded_plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+	nest = bf_deps_plan_guard_begin();
+	if (SPI_execute_plan(succeeded_plan, args, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not release the dependents of item %d of loop " INT64_FORMAT,
 			 idx, loop_ref);
+	bf_deps_plan_guard_end(nest);
 	deps_released(loop_ref);
 }
 
 /*
- * The rows (became ready, idx) a release returned: items that became ready
- * may find workers asleep, which nothing else would wake before their poll
- * interval, so wake as many idle workers as items became ready, at commit;
- * this worker's next claim starts at the lowest of them.
+ * The rows (idx) of the items a release made ready: they may find workers
+ * asleep, which nothing else would wake before their poll interval, so
+ * wake as many idle workers as items became ready, at commit; this
+ * worker's next claim starts at the lowest of them.
  */
 static void
 deps_released(int64 loop_ref)
 {
-	int			ready = 0;
-
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
 
-		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)))
-		{
-			ready++;
-			bf_claim_hint_lower(loop_ref,
-								DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
-															SPI_tuptable->tupdesc, 2, &isnull)));
-		}
+		bf_claim_hint_lower(loop_ref,
+							DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
+														SPI_tuptable->tupdesc, 1, &isnull)));
 	}
-	if (ready > 0)
-		bf_wake_workers_on_commit(ready);
+	if (SPI_processed > 0)
+		bf_wake_workers_on_commit((int) Min(SPI_processed, (uint64) INT_MAX));
 }
 
 /*
  * The item (loop_ref, idx) just failed for good, in this transaction
- * (inside SPI): its pending dependents, and theirs, end skipped with an
- * error that names it.  Returns how many were skipped.
+ * (inside SPI): it is no longer ready, and its pending dependents, and
+ * theirs, end skipped with an error that names it.  Returns how many were skipped.
  */
 int64
 bf_deps_item_failed(int64 loop_ref, int32 idx)
 {
 	Datum		args[2];
 	int64		skipped;
+	int			nest;
 
 	if (failed_plan == NULL)
 	{
@@ -637,6 +672,9 @@ bf_deps_item_failed(int64 loop_ref, int32 idx)
 									 "  UNION"
 									 "    SELECT d.idx FROM down JOIN batchflow.item_dep d"
 									 "        ON d.loop_ref = $1 AND d.dep_idx = down.idx),"
+									 " gone AS ("
+									 "    DELETE FROM batchflow.item_ready"
+									 "     WHERE loop_ref = $1 AND idx = $2),"
 									 " failed AS ("
 									 "    SELECT format('dependency \"%s\" failed',"
 									 "                  f.item ->> (l.node #>> '{dependsOn,key}')) AS error"
@@ -657,10 +695,12 @@ bf_deps_item_failed(int64 loop_ref, int32 idx)
 	}
 	args[0] = Int64GetDatum(loop_ref);
 	args[1] = Int32GetDatum(idx);
+	nest = bf_deps_plan_guard_begin();
 	if (SPI_execute_plan(failed_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not skip the dependents of item %d of loop " INT64_FORMAT,
 			 idx, loop_ref);
 	skipped = (int64) SPI_processed;
+	bf_deps_plan_guard_end(nest);
 
 	/*
 	 * The batched counters count what workers execute; these items were

@@ -2,7 +2,8 @@
  *
  * deps.h
  *	  Dependencies between the items of a loop ("dependsOn", deps.c):
- *	  validation at registration, and the bookkeeping when an item ends.
+ *	  validation at registration, and the bookkeeping when an item ends;
+ *	  claiming a ready item (deps_claim.c).
  *
  * IDENTIFICATION
  *	  src/deps.h
@@ -19,5 +20,10 @@
 extern void bf_check_depends_on(JsonbContainer *node, const char *what);
 extern void bf_deps_item_succeeded(int64 loop_ref, int32 idx);
 extern int64 bf_deps_item_failed(int64 loop_ref, int32 idx);
+
+/* deps_claim.c */
+extern bool bf_deps_claim_ready(int64 loop_ref, int32 from, bool check_loop);
+extern int	bf_deps_plan_guard_begin(void);
+extern void bf_deps_plan_guard_end(int nest);
 
 #endif							/* BATCHFLOW_DEPS_H */

@@ -27,12 +27,12 @@
 
 #include "batchflow.h"
 #include "short_items.h"
+#include "deps.h"
 #include "run_control.h"
 #include "spi_util.h"
 #include "bigbatch.h"
 
 static SPIPlanPtr more_plan = NULL;
-static SPIPlanPtr more_ready_plan = NULL;
 
 /*
  * Claim the next item of claim->loop for the current transaction (inside
@@ -61,25 +61,16 @@ bf_claim_short_next(BfClaim *claim)
 				 " ORDER BY idx LIMIT 1"
 				 " FOR UPDATE SKIP LOCKED", 2, types);
 
-	/* dependsOn: the next ready item, through item_ready_idx (deps.c). */
-	bf_keep_plan(&more_ready_plan,
-				 "SELECT idx, item, attempts FROM batchflow.item"
-				 " WHERE loop_ref = $1 AND idx > $2 AND status = 'pending'"
-				 "   AND unmet = 0"
-				 "   AND (not_before IS NULL OR not_before <= clock_timestamp())"
-				 "   AND EXISTS (SELECT 1 FROM batchflow.loop"
-				 "                WHERE id = $1 AND status = 'running')"
-				 " ORDER BY idx LIMIT 1"
-				 " FOR UPDATE SKIP LOCKED", 2, types);
-
 	/* A throttled loop's next start must wait: end the batch (throttle.c). */
 	if (!bf_throttle_admit(claim->loop->loop_ref, GetCurrentTimestamp(), &due))
 		return false;
 
 	args[0] = Int64GetDatum(claim->loop->loop_ref);
 	args[1] = Int32GetDatum(claim->idx);
-	if (SPI_execute_plan(claim->loop->has_deps ? more_ready_plan : more_plan,
-						 args, NULL, false, 1) != SPI_OK_SELECT)
+	/* dependsOn: the next ready item (deps_claim.c), if the run goes on. */
+	if (claim->loop->has_deps)
+		(void) bf_deps_claim_ready(claim->loop->loop_ref, claim->idx + 1, true);
+	else if (SPI_execute_plan(more_plan, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not claim an item of loop " INT64_FORMAT,
 			 claim->loop->loop_ref);
 	if (SPI_processed == 0)

@@ -2,20 +2,24 @@
  * batchflow install script, part 25: dependencies between the items of a
  * loop ("dependsOn").
  *
- * Readiness is kept per item, never computed by a scan: item.unmet counts
- * the dependencies of a pending item that have not succeeded yet, and
- * batchflow.item_dep holds one row per edge, keyed by the dependency.
- * When an item succeeds, its worker decrements the count of each of its
- * dependents in the item's own transaction (src/deps.c); an item is ready
- * when it is pending with unmet = 0, and the partial index item_ready_idx
- * holds exactly the ready items, in index order, for the claim.  Items of
- * loops without dependsOn have unmet NULL and are in neither.
+ * Readiness is kept per item, never computed by a scan, and out of the
+ * item rows: batchflow.item_dep holds one row per edge, keyed by the
+ * dependency; batchflow.item_ready one row per item of the loop that may
+ * be claimed (all its dependencies succeeded), which the claim reads in
+ * index order; batchflow.item_wait the count of dependencies still to
+ * succeed of each item that waits for more than one.  When an item
+ * succeeds, its worker, in the item's own transaction (src/deps.c),
+ * deletes its ready row, counts down the wait rows of its dependents and
+ * inserts a ready row for each dependent whose last dependency it was: an
+ * item with one dependency has no wait row and is made ready directly.
+ * The item rows are not written for any of this: an UPDATE of a wide,
+ * many times indexed item row cost more than the insert of a narrow one.
+ * Items of loops without dependsOn have item.unmet NULL and are in none
+ * of these tables.
  */
 
 ALTER TABLE batchflow.item ADD COLUMN unmet int CHECK (unmet >= 0);
-COMMENT ON COLUMN batchflow.item.unmet IS 'dependsOn loops: how many of the item''s dependencies have not succeeded yet (0: ready when pending); NULL in other loops';
-
-CREATE INDEX item_ready_idx ON batchflow.item (loop_ref, idx) WHERE status = 'pending' AND unmet = 0;
+COMMENT ON COLUMN batchflow.item.unmet IS 'dependsOn loops: how many dependencies the item has (set when the loop starts; what is still to succeed is in item_ready and item_wait); NULL in other loops';
 
 CREATE TABLE batchflow.item_dep (
     loop_ref  bigint NOT NULL,
@@ -36,15 +40,51 @@ ALTER TABLE batchflow.item_dep ENABLE ROW LEVEL SECURITY;
 CREATE POLICY item_dep_run_owner ON batchflow.item_dep
     FOR SELECT USING (run_id IN (SELECT r.id FROM batchflow.run r));
 
+-- Room on each page for the counts' new versions (HOT updates).
+CREATE TABLE batchflow.item_wait (
+    loop_ref  bigint NOT NULL,
+    idx       int NOT NULL,
+    unmet     int NOT NULL CHECK (unmet >= 0),
+    run_id    bigint NOT NULL,
+    PRIMARY KEY (loop_ref, idx)
+) WITH (fillfactor = 50);
+COMMENT ON TABLE batchflow.item_wait IS 'dependsOn: for each item waiting for more than one dependency, how many have not succeeded yet';
+COMMENT ON COLUMN batchflow.item_wait.loop_ref IS 'The loop (batchflow.loop.id) of the item';
+COMMENT ON COLUMN batchflow.item_wait.idx IS 'Index of the item';
+COMMENT ON COLUMN batchflow.item_wait.unmet IS 'Dependencies not succeeded yet; the item is made ready when this reaches 0';
+COMMENT ON COLUMN batchflow.item_wait.run_id IS 'The run, repeated from the loop for row-level security';
+
+CREATE TABLE batchflow.item_ready (
+    loop_ref  bigint NOT NULL,
+    idx       int NOT NULL,
+    run_id    bigint NOT NULL,
+    PRIMARY KEY (loop_ref, idx)
+);
+COMMENT ON TABLE batchflow.item_ready IS 'dependsOn: the items whose dependencies all succeeded and that have not succeeded themselves, which claims take in index order';
+COMMENT ON COLUMN batchflow.item_ready.loop_ref IS 'The loop (batchflow.loop.id) of the item';
+COMMENT ON COLUMN batchflow.item_ready.idx IS 'Index of the item';
+COMMENT ON COLUMN batchflow.item_ready.run_id IS 'The run, repeated from the loop for row-level security';
+
+REVOKE ALL ON batchflow.item_wait, batchflow.item_ready FROM PUBLIC;
+GRANT SELECT ON batchflow.item_wait, batchflow.item_ready TO PUBLIC;
+ALTER TABLE batchflow.item_wait ENABLE ROW LEVEL SECURITY;
+CREATE POLICY item_wait_run_owner ON batchflow.item_wait
+    FOR SELECT USING (run_id IN (SELECT r.id FROM batchflow.run r));
+ALTER TABLE batchflow.item_ready ENABLE ROW LEVEL SECURITY;
+CREATE POLICY item_ready_run_owner ON batchflow.item_ready
+    FOR SELECT USING (run_id IN (SELECT r.id FROM batchflow.run r));
+
 -- Edges go with their loop, like its items (no per-row foreign key).
 CREATE FUNCTION batchflow._loop_delete_deps() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     DELETE FROM batchflow.item_dep d USING gone g WHERE d.loop_ref = g.id;
+    DELETE FROM batchflow.item_wait w USING gone g WHERE w.loop_ref = g.id;
+    DELETE FROM batchflow.item_ready r USING gone g WHERE r.loop_ref = g.id;
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION batchflow._loop_delete_deps() IS 'Internal: delete the dependencies of deleted loops';
+COMMENT ON FUNCTION batchflow._loop_delete_deps() IS 'Internal: delete the dependencies, counts and ready rows of deleted loops';
 CREATE TRIGGER loop_delete_deps AFTER DELETE ON batchflow.loop
     REFERENCING OLD TABLE AS gone
     FOR EACH STATEMENT EXECUTE FUNCTION batchflow._loop_delete_deps();
@@ -52,9 +92,10 @@ CREATE TRIGGER loop_delete_deps AFTER DELETE ON batchflow.loop
 /*
  * Check a dependsOn loop's graph, given its items (the loop's input array),
  * and record it: when the keys are unique, every dependency names an item
- * of the loop and there is no cycle, the edges go into item_dep and the
- * result is each item's number of dependencies, by index (the item rows
- * are inserted with it); otherwise "problem" says what is wrong and
+ * of the loop and there is no cycle, the edges go into item_dep, the items
+ * without dependencies into item_ready, those with several into item_wait,
+ * and the result is each item's number of dependencies, by index (the item
+ * rows are inserted with it); otherwise "problem" says what is wrong and
  * nothing is written.
  */
 CREATE FUNCTION batchflow._deps_link(p_loop bigint, p_run bigint, p_node jsonb, p_items jsonb,
@@ -96,19 +137,34 @@ COMMENT ON FUNCTION batchflow._deps_start(bigint, bigint, jsonb, jsonb, int) IS 
 
 /*
  * bf_retry re-queued failed and skipped items: count again which of their
- * dependencies have not succeeded.
+ * dependencies have not succeeded.  An item with none left is ready (it
+ * may have been ready before); one with some left is not, and waits for
+ * that many.
  */
 CREATE FUNCTION batchflow._deps_retry(p_run bigint) RETURNS void
 LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
-    UPDATE batchflow.item i
-       SET unmet = (SELECT count(*)
-                      FROM batchflow.item_dep d
-                      JOIN batchflow.item x ON x.loop_ref = d.loop_ref AND x.idx = d.dep_idx
-                     WHERE d.loop_ref = i.loop_ref AND d.idx = i.idx
-                       AND x.status <> 'succeeded')
-     WHERE i.run_id = p_run AND i.status = 'pending' AND i.unmet IS NOT NULL;
+    WITH p AS (
+        SELECT i.loop_ref, i.idx, i.run_id,
+               (SELECT count(*)
+                  FROM batchflow.item_dep d
+                  JOIN batchflow.item x ON x.loop_ref = d.loop_ref AND x.idx = d.dep_idx
+                 WHERE d.loop_ref = i.loop_ref AND d.idx = i.idx
+                   AND x.status <> 'succeeded')::int AS unmet
+          FROM batchflow.item i
+         WHERE i.run_id = p_run AND i.status = 'pending' AND i.unmet IS NOT NULL
+    ), not_ready AS (
+        DELETE FROM batchflow.item_ready r USING p
+         WHERE r.loop_ref = p.loop_ref AND r.idx = p.idx AND p.unmet > 0
+    ), waiting AS (
+        INSERT INTO batchflow.item_wait (loop_ref, idx, unmet, run_id)
+        SELECT p.loop_ref, p.idx, p.unmet, p.run_id FROM p WHERE p.unmet > 0
+            ON CONFLICT (loop_ref, idx) DO UPDATE SET unmet = excluded.unmet
+    )
+    INSERT INTO batchflow.item_ready (loop_ref, idx, run_id)
+    SELECT p.loop_ref, p.idx, p.run_id FROM p WHERE p.unmet = 0
+        ON CONFLICT (loop_ref, idx) DO NOTHING;
 $$;
-COMMENT ON FUNCTION batchflow._deps_retry(bigint) IS 'Internal: recount the unmet dependencies of items bf_retry re-queued';
+COMMENT ON FUNCTION batchflow._deps_retry(bigint) IS 'Internal: count again the dependencies still to succeed of the items bf_retry re-queued';
 
 REVOKE ALL ON FUNCTION batchflow._loop_delete_deps(), batchflow._deps_link(bigint, bigint, jsonb, jsonb),
     batchflow._deps_start(bigint, bigint, jsonb, jsonb, int), batchflow._deps_retry(bigint) FROM PUBLIC;

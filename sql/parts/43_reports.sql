@@ -61,10 +61,16 @@ LANGUAGE sql STABLE AS $$
                                                           - p.completed - p.failed - p.skipped)::numeric
                                                          / p.items_per_sec, 3)::float8)
                    END AS eta,
-                   -- dependsOn: pending items still waiting for a dependency.
+                   -- dependsOn: pending items still waiting for a dependency
+                   -- (not ready: part 25).
                    CASE WHEN p.finished_at IS NULL AND l.node ? 'dependsOn'
                         THEN (SELECT count(*) FROM batchflow.item i
-                               WHERE i.loop_ref = l.id AND i.status = 'pending' AND i.unmet > 0)
+                               WHERE i.loop_ref = l.id AND i.status = 'pending' AND i.unmet > 0
+                                 -- OFFSET 0: a lookup per item, never an anti-join
+                                 -- planned from a small table's statistics.
+                                 AND NOT EXISTS (SELECT 1 FROM batchflow.item_ready r
+                                                  WHERE r.loop_ref = i.loop_ref AND r.idx = i.idx
+                                                 OFFSET 0))
                         ELSE 0 END AS blocked
               FROM batchflow._progress_all p
               JOIN batchflow.loop l ON l.id = p.loop_ref

@@ -33,6 +33,8 @@ SELECT pg_catalog.pg_extension_config_dump('batchflow.item', '');
 SELECT pg_catalog.pg_extension_config_dump('batchflow.item_error', '');
 SELECT pg_catalog.pg_extension_config_dump('batchflow.item_error_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('batchflow.item_dep', '');
+SELECT pg_catalog.pg_extension_config_dump('batchflow.item_wait', '');
+SELECT pg_catalog.pg_extension_config_dump('batchflow.item_ready', '');
 SELECT pg_catalog.pg_extension_config_dump('batchflow.loop_progress', '');
 SELECT pg_catalog.pg_extension_config_dump('batchflow.progress_counter', '');
 SELECT pg_catalog.pg_extension_config_dump('batchflow.pruned_run', '');

@@ -28,7 +28,7 @@ CREATE EXTENSION IF NOT EXISTS pgtap;
 -- PostgreSQL's default search_path: SPEC says bf_* just work with it.
 SET LOCAL search_path = "$user", public;
 
-SELECT plan(62);
+SELECT plan(64);
 
 -- The schema, its tables and views ---------------------------------------------
 
@@ -36,7 +36,7 @@ SELECT has_schema('batchflow');
 
 SELECT tables_are('batchflow', ARRAY[
     'workflow', 'workflow_version', 'run', 'loop', 'item', 'item_error',
-    'loop_progress', 'progress_counter', 'pruned_run', 'item_dep', 'loop_fill',
+    'loop_progress', 'progress_counter', 'pruned_run', 'item_dep', 'item_wait', 'item_ready', 'loop_fill',
     'metric_counter', 'metric_loop', 'metric_run_counter']);
 SELECT has_table('batchflow', 'workflow', 'table batchflow.workflow exists');
 SELECT has_table('batchflow', 'workflow_version', 'table batchflow.workflow_version exists');
@@ -48,6 +48,8 @@ SELECT has_table('batchflow', 'loop_progress', 'table batchflow.loop_progress ex
 SELECT has_table('batchflow', 'progress_counter', 'table batchflow.progress_counter exists');
 SELECT has_table('batchflow', 'pruned_run', 'table batchflow.pruned_run exists');
 SELECT has_table('batchflow', 'item_dep', 'table batchflow.item_dep exists');
+SELECT has_table('batchflow', 'item_wait', 'table batchflow.item_wait exists');
+SELECT has_table('batchflow', 'item_ready', 'table batchflow.item_ready exists');
 
 SELECT views_are('batchflow', ARRAY[
     'runs', 'items', 'progress', 'dashboard', 'loop_stats', 'stuck_runs', '_progress_all',

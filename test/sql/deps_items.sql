@@ -42,7 +42,12 @@ SELECT count(*) = :runs_before AS nothing_created FROM batchflow.run;
 -- Keys may be numbers; repeated dependencies count once; null deps is none.
 SELECT bf_start('deps_x', '{"items": [{"name": 1}, {"name": 2, "deps": [1, "1"]}, {"name": 3, "deps": null}]}') AS run \gset
 SELECT bf_wait(:run);
+-- item.unmet is each item's number of dependencies; once all succeeded no
+-- item is left ready and every count of the loop (item 1 has one
+-- dependency, so none) is down to 0.
 SELECT idx, unmet, status FROM batchflow.item WHERE run_id = :run ORDER BY idx;
+SELECT (SELECT count(*) FROM batchflow.item_ready WHERE run_id = :run) AS ready_left,
+       (SELECT count(*) FROM batchflow.item_wait WHERE run_id = :run) AS counts;
 SELECT dep_idx, idx FROM batchflow.item_dep WHERE run_id = :run;
 
 -- A later node's bad graph fails the run.
@@ -114,6 +119,12 @@ SELECT bf_wait(:run, '2 minutes');
 SELECT count(*) AS items, deps_overlap_max(:'run') AS max_overlap FROM deps_t WHERE tag = :'run';
 SELECT deps_order_violations(:run) AS order_violations;
 SELECT status, count(*) FROM batchflow.items WHERE run_id = :run GROUP BY status;
+-- Counted down exactly once: the items with several dependencies (top,
+-- after_all) have counts, each down to 0; nothing is left ready.
+SELECT i.item ->> 'name' AS name, i.unmet AS dependencies, w.unmet AS still_unmet
+  FROM batchflow.item_wait w JOIN batchflow.item i ON i.loop_ref = w.loop_ref AND i.idx = w.idx
+ WHERE w.run_id = :run ORDER BY i.idx;
+SELECT count(*) AS ready_left FROM batchflow.item_ready WHERE run_id = :run;
 
 -- bf_progress: items waiting for a dependency are counted as "blocked".
 SELECT bf_start('deps_cap', $j${"items": [{"name": "root", "ms": 1500},
