@@ -88,6 +88,8 @@ static int64 range_loops[BF_MAX_FILL_LOOPS];
 static int	nrange = 0;
 static bool warned_no_slot = false;
 static SPIPlanPtr insert_plan = NULL;
+static SPIPlanPtr list_plan = NULL;
+static SPIPlanPtr filling_plan = NULL;
 
 static void bf_fill_list(void);
 static bool bf_drain_start(int64 loop_ref);
@@ -110,10 +112,12 @@ bf_fill_list(void)
 	nsp = get_namespace_oid("batchflow", true);
 	if (OidIsValid(nsp) && OidIsValid(get_relname_relid("loop_fill", nsp)))
 	{
-		if (SPI_execute("SELECT f.loop_ref, f.kind = 'keyRanges'"
-						"  FROM batchflow.loop_fill f JOIN batchflow.loop l ON l.id = f.loop_ref"
-						" WHERE l.finished_at IS NULL AND l.status = 'running'"
-						" ORDER BY f.loop_ref LIMIT 64", true, 0) != SPI_OK_SELECT)
+		/* Prepared once: a worker woken for new work lists before it claims. */
+		bf_keep_plan(&list_plan, "SELECT f.loop_ref, f.kind = 'keyRanges'"
+					 "  FROM batchflow.loop_fill f JOIN batchflow.loop l ON l.id = f.loop_ref"
+					 " WHERE l.finished_at IS NULL AND l.status = 'running'"
+					 " ORDER BY f.loop_ref LIMIT 64", 0, NULL);
+		if (SPI_execute_plan(list_plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not list the loops to fill");
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
@@ -293,8 +297,10 @@ bf_loop_filling(int64 loop_ref)
 
 	if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("loop_fill", nsp)))
 		return false;
-	if (SPI_execute_with_args("SELECT 1 FROM batchflow.loop_fill WHERE loop_ref = $1",
-							  1, &argtype, &arg, NULL, true, 1) != SPI_OK_SELECT)
+	/* Prepared once: every new loop's description asks (loopcache.c). */
+	bf_keep_plan(&filling_plan, "SELECT 1 FROM batchflow.loop_fill WHERE loop_ref = $1",
+				 1, &argtype);
+	if (SPI_execute_plan(filling_plan, &arg, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read loop_fill");
 	return SPI_processed > 0;
 }

@@ -5,7 +5,8 @@
  *	  new work can use.
  *
  *	  A worker that found nothing to claim puts itself on the idle list
- *	  (its slot, its database, its latch) before it sleeps.  A transaction
+ *	  (its slot, its database, its latch) before it sleeps; wakers take the
+ *	  most recently idle first.  A transaction
  *	  that commits new work wakes only as many idle workers of its database
  *	  as that work can use: for each loop it created (bf_start, a run
  *	  reaching its next node; counted by the trigger loop_wake), min(items,
@@ -17,7 +18,7 @@
  *	  and bf_cancel.
  *
  *	  The list: one entry per worker slot, linked oldest idle first
- *	  (prev/next slot numbers), under one LWLock of its own ("batchflow
+ *	  (prev/next slot numbers; pops walk it from the tail), under one LWLock of its own ("batchflow
  *	  idle list").  Going idle and leaving are O(1) (a slot knows whether
  *	  it is listed, and unlinks itself); a pop walks the list for entries
  *	  of its database, so it takes the LWLock, not a spinlock: a waker may
@@ -217,25 +218,26 @@ bf_idle_unlink(int slotno)
 }
 
 /*
- * Pop up to max idle workers of this database, the longest idle first
- * (the kernel's scheduler runs a process that slept long soonest after its
- * wake-up), marking them with reason; their latches go to *latches.
- * Returns how many.  The caller sets the latches after this returns.
+ * Pop up to max idle workers of this database, the most recently idle
+ * first (its caches are warm, and its once-a-while lookups, such as the
+ * list of loops to fill, are still fresh: it starts the item soonest),
+ * marking them with reason; their latches go to *latches.  Returns how
+ * many.  The caller sets the latches after this returns.
  */
 static int
 bf_idle_pop(BfWakeReason reason, int max, Latch **latches)
 {
 	int			got = 0;
-	int			next;
+	int			prev;
 
 	if (max <= 0 || pg_atomic_read_u32(&WakeState->nidle) == 0)
 		return 0;
 	LWLockAcquire(idle_lock, LW_EXCLUSIVE);
-	for (int s = WakeState->head; s >= 0 && got < max; s = next)
+	for (int s = WakeState->tail; s >= 0 && got < max; s = prev)
 	{
 		BfIdleSlot *e = &WakeState->slots[s];
 
-		next = e->next;
+		prev = e->prev;
 		if (e->dboid != MyDatabaseId)
 			continue;
 		latches[got++] = e->latch;
