@@ -409,7 +409,8 @@ bf_xact_callback(XactEvent event, void *arg)
 }
 
 /*
- * batchflow._wake_on_commit(): new work (_advance); at commit one idle
+ * batchflow._wake_on_commit(): new work (_lazy_loop, a child run's end;
+ * bf_advance calls bf_wake_lead_on_commit itself); at commit one idle
  * worker wakes and brings as many more as the loop it claims from can use
  * (a new loop's trigger has usually counted them already).
  */
