@@ -417,46 +417,11 @@ SELECT r.id,
 COMMENT ON COLUMN batchflow.runs.parent_run IS 'For a child run started by a workflow activity: the run of the item that started it';
 
 -- bf_progress gains "blocked" (items of a dependsOn loop waiting for a
--- dependency), a new last column: bf_progress and batchflow._progress are
--- created again with the new result type.
+-- dependency), a new last column: bf_progress is created again with the
+-- new result type; batchflow._progress is dropped here and created once,
+-- in its final form, in "Run control, part 2" below.
 DROP FUNCTION bf_progress(bigint);
 DROP FUNCTION batchflow._progress(bigint);
-CREATE FUNCTION batchflow._progress(p_run bigint)
-    RETURNS TABLE (loop_id text, status text, total bigint, completed bigint, failed bigint,
-                   active int, percent numeric, items_per_sec numeric, elapsed interval,
-                   eta interval, blocked bigint)
-LANGUAGE sql STABLE AS $$
-    SELECT s.loop_id, s.status, s.total, s.completed, s.failed, s.active, s.percent,
-           s.items_per_sec, s.elapsed, s.eta, s.blocked
-      FROM (SELECT p.node_index, p.loop_id, p.status, p.total, p.completed, p.failed,
-                   p.active, p.percent, p.items_per_sec, p.elapsed, p.eta,
-                   -- dependsOn: pending items still waiting for a dependency.
-                   CASE WHEN p.finished_at IS NULL AND l.node ? 'dependsOn'
-                        THEN (SELECT count(*) FROM batchflow.item i
-                               WHERE i.loop_ref = l.id AND i.status = 'pending' AND i.unmet > 0)
-                        ELSE 0 END AS blocked
-              FROM batchflow._progress_all p
-              JOIN batchflow.loop l ON l.id = p.loop_ref
-             WHERE p.run_id = p_run AND p.kind = 'loop'
-            UNION ALL
-            SELECT (n.ord - 1)::int, n.node ->> 'id',
-                   CASE WHEN r.finished_at IS NULL THEN 'pending' ELSE 'skipped' END,
-                   CASE WHEN jsonb_typeof(n.node -> 'inputSource' -> 'static') = 'array'
-                        THEN jsonb_array_length(n.node -> 'inputSource' -> 'static')::bigint END,
-                   0::bigint, 0::bigint, 0, 0.0, NULL::numeric, NULL::interval, NULL::interval,
-                   0::bigint
-              FROM batchflow.run r
-              JOIN batchflow.workflow_version v ON v.id = r.version_id
-             CROSS JOIN LATERAL jsonb_array_elements(v.definition -> 'nodes') WITH ORDINALITY AS n(node, ord)
-             WHERE r.id = p_run
-               AND n.node ->> 'type' = 'loop'
-               AND NOT EXISTS (SELECT 1 FROM batchflow.loop l
-                                WHERE l.run_id = p_run AND l.node_id = n.node ->> 'id')) s
-     ORDER BY s.node_index
-$$;
-COMMENT ON FUNCTION batchflow._progress(bigint) IS 'Internal: the rows of bf_progress, without the ownership check';
-REVOKE ALL ON FUNCTION batchflow._progress(bigint) FROM PUBLIC;
-
 CREATE FUNCTION bf_progress(run bigint)
     RETURNS TABLE (loop_id text, status text, total bigint, completed bigint, failed bigint,
                    active int, percent numeric, items_per_sec numeric, elapsed interval,
@@ -514,21 +479,8 @@ COMMENT ON FUNCTION batchflow._loop_progress_restored() IS 'Internal: a live pro
 CREATE TRIGGER loop_progress_restored BEFORE INSERT ON batchflow.loop_progress
     FOR EACH ROW EXECUTE FUNCTION batchflow._loop_progress_restored();
 
-CREATE OR REPLACE FUNCTION batchflow._loop_created() RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    -- A restore loads the loop's progress row itself (70_backup.sql).
-    IF batchflow._restoring('batchflow.loop') THEN
-        RETURN NULL;
-    END IF;
-    INSERT INTO batchflow.loop_progress (loop_ref, run_id, state)
-    VALUES (NEW.id, NEW.run_id, CASE WHEN NEW.finished_at IS NULL THEN 'live' ELSE 'final' END);
-    PERFORM pg_notify('batchflow_progress', batchflow._progress_json(NEW.id));
-    RETURN NULL;
-END;
-$$;
+-- batchflow._loop_created gains the restore check: it is created once, in
+-- its final form, under "NOTIFY payloads of a new run and a new loop" below.
 
 
 -- Wake-ups: a new loop wakes only as many idle workers as it can use
@@ -631,77 +583,8 @@ END;
 $$;
 
 -- History pruning: the watermark no longer allows "an hour" for a run whose
--- closing transaction commits late; no run that finished after the start
--- of a still open transaction is pruned, so the watermark never passes a
--- run that is not visible yet.
-CREATE OR REPLACE FUNCTION batchflow._prune_history(p_retention interval, p_batch int) RETURNS int
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_run      bigint;
-    v_finished timestamptz;
-    v_errors   int;
-    v_items    int;
-BEGIN
-    SELECT r.id, r.finished_at INTO v_run, v_finished
-      FROM batchflow.run r
-     WHERE r.finished_at < clock_timestamp() - p_retention
-       AND r.finished_at >= coalesce((SELECT p.finished_at FROM batchflow.pruned_run p
-                                       WHERE p.pruned_at IS NOT NULL
-                                       ORDER BY p.finished_at DESC LIMIT 1),
-                                     '-infinity')
-       -- Not past the start of any open transaction of this database: one
-       -- of them may still close a run, whose finished_at (its clock, not
-       -- its commit) is after its start.  So the watermark above never
-       -- passes a run that is not visible yet.
-       AND r.finished_at < (SELECT min(a.xact_start) FROM pg_catalog.pg_stat_activity a
-                             WHERE a.datid = (SELECT d.oid FROM pg_catalog.pg_database d
-                                               WHERE d.datname = pg_catalog.current_database())
-                               AND a.backend_type <> 'autovacuum worker')
-       AND NOT EXISTS (SELECT 1 FROM batchflow.pruned_run p
-                        WHERE p.run_id = r.id AND p.pruned_at IS NOT NULL)
-     ORDER BY r.finished_at
-     LIMIT 1;
-    IF NOT FOUND THEN
-        RETURN 0;
-    END IF;
-    -- Keep bf_retry out while pruning; if it holds the run, try again later.
-    PERFORM 1 FROM batchflow.run r
-      WHERE r.id = v_run AND r.finished_at IS NOT NULL
-        FOR NO KEY UPDATE SKIP LOCKED;
-    IF NOT FOUND THEN
-        RETURN 0;
-    END IF;
-
-    DELETE FROM batchflow.item_error
-     WHERE id IN (SELECT id FROM batchflow.item_error WHERE run_id = v_run LIMIT p_batch);
-    GET DIAGNOSTICS v_errors = ROW_COUNT;
-
-    DELETE FROM batchflow.item i
-     USING (SELECT loop_ref, idx FROM batchflow.item
-             WHERE run_id = v_run LIMIT greatest(p_batch - v_errors, 0)) s
-     WHERE i.loop_ref = s.loop_ref AND i.idx = s.idx;
-    GET DIAGNOSTICS v_items = ROW_COUNT;
-
-    IF v_errors + v_items < p_batch THEN
-        -- Nothing left: the run's history is pruned.
-        DELETE FROM batchflow.progress_counter c
-         USING batchflow.loop l WHERE l.run_id = v_run AND c.loop_ref = l.id;
-        INSERT INTO batchflow.pruned_run (run_id, finished_at, items, pruned_at)
-        VALUES (v_run, v_finished, v_errors + v_items, clock_timestamp())
-        ON CONFLICT (run_id) DO UPDATE
-            SET items = batchflow.pruned_run.items + excluded.items,
-                finished_at = excluded.finished_at, pruned_at = excluded.pruned_at;
-        RETURN v_errors + v_items + 1;
-    END IF;
-    -- More to come: count what went so far.
-    INSERT INTO batchflow.pruned_run (run_id, finished_at, items)
-    VALUES (v_run, v_finished, v_errors + v_items)
-    ON CONFLICT (run_id) DO UPDATE SET items = batchflow.pruned_run.items + excluded.items;
-    RETURN v_errors + v_items;
-END;
-$$;
+-- closing transaction commits late (batchflow._prune_history is created
+-- once, in its final form, in "Run control, part 2" below).
 
 -- Comment: who may add versions of a workflow (bf_can_manage: the owner, the
 -- roles with its privileges, members of batchflow_admin and superusers).
@@ -996,52 +879,6 @@ CREATE OR REPLACE FUNCTION batchflow._close_loop(p_loop bigint) RETURNS boolean
     LANGUAGE C VOLATILE
     SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'bf_sql_close_loop';
-
-CREATE OR REPLACE FUNCTION batchflow._progress(p_run bigint)
-    RETURNS TABLE (loop_id text, status text, total bigint, completed bigint, failed bigint,
-                   active int, percent numeric, items_per_sec numeric, elapsed interval,
-                   eta interval, blocked bigint)
-LANGUAGE sql STABLE AS $$
-    SELECT s.loop_id, s.status, s.total, s.completed, s.failed, s.active, s.percent,
-           s.items_per_sec, s.elapsed, s.eta, s.blocked
-      FROM (SELECT p.node_index, p.loop_id,
-                   -- held back by maxItemsPerSecond or maxReplicationLag (part 25)
-                   CASE WHEN p.status = 'running' AND batchflow._loop_throttled(p.loop_ref)
-                        THEN 'throttled' ELSE p.status END AS status,
-                   p.total, p.completed, p.failed,
-                   p.active, p.percent, p.items_per_sec, p.elapsed,
-                   -- still materialising: the planner's row estimate stands for the total
-                   CASE WHEN f.loop_ref IS NULL OR p.status <> 'running' THEN p.eta
-                        WHEN p.items_per_sec > 0
-                        THEN make_interval(secs => round((greatest(f.estimate, p.total::float8, 0)
-                                                          - p.completed - p.failed - p.skipped)::numeric
-                                                         / p.items_per_sec, 3)::float8)
-                   END AS eta,
-                   -- dependsOn: pending items still waiting for a dependency.
-                   CASE WHEN p.finished_at IS NULL AND l.node ? 'dependsOn'
-                        THEN (SELECT count(*) FROM batchflow.item i
-                               WHERE i.loop_ref = l.id AND i.status = 'pending' AND i.unmet > 0)
-                        ELSE 0 END AS blocked
-              FROM batchflow._progress_all p
-              JOIN batchflow.loop l ON l.id = p.loop_ref
-              LEFT JOIN batchflow.loop_fill f ON f.loop_ref = p.loop_ref
-             WHERE p.run_id = p_run AND p.kind = 'loop'
-            UNION ALL
-            SELECT (n.ord - 1)::int, n.node ->> 'id',
-                   CASE WHEN r.finished_at IS NULL THEN 'pending' ELSE 'skipped' END,
-                   CASE WHEN jsonb_typeof(n.node -> 'inputSource' -> 'static') = 'array'
-                        THEN jsonb_array_length(n.node -> 'inputSource' -> 'static')::bigint END,
-                   0::bigint, 0::bigint, 0, 0.0, NULL::numeric, NULL::interval, NULL::interval,
-                   0::bigint
-              FROM batchflow.run r
-              JOIN batchflow.workflow_version v ON v.id = r.version_id
-             CROSS JOIN LATERAL jsonb_array_elements(v.definition -> 'nodes') WITH ORDINALITY AS n(node, ord)
-             WHERE r.id = p_run
-               AND n.node ->> 'type' = 'loop'
-               AND NOT EXISTS (SELECT 1 FROM batchflow.loop l
-                                WHERE l.run_id = p_run AND l.node_id = n.node ->> 'id')) s
-     ORDER BY s.node_index
-$$;
 
 SELECT pg_catalog.pg_extension_config_dump('batchflow.loop_fill', '');
 -- Every database (issue 13): the workers serve every database with the
@@ -1796,7 +1633,7 @@ BEGIN
 END;
 $$;
 
-CREATE OR REPLACE FUNCTION batchflow._progress(p_run bigint)
+CREATE FUNCTION batchflow._progress(p_run bigint)
     RETURNS TABLE (loop_id text, status text, total bigint, completed bigint, failed bigint,
                    active int, percent numeric, items_per_sec numeric, elapsed interval,
                    eta interval, blocked bigint)
@@ -1852,6 +1689,8 @@ LANGUAGE sql STABLE AS $$
                                 WHERE l.run_id = p_run AND l.node_id = n.node ->> 'id')) s
      ORDER BY s.node_index
 $$;
+COMMENT ON FUNCTION batchflow._progress(bigint) IS 'Internal: the rows of bf_progress, without the ownership check';
+REVOKE ALL ON FUNCTION batchflow._progress(bigint) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION batchflow._summary(p_run bigint)
     RETURNS TABLE (loop_id text, kind text, status text, total bigint, succeeded bigint,
