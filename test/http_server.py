@@ -18,6 +18,9 @@ serves until killed.  Endpoints (any method):
   /status/NNN           that status, text body "status NNN"
   /retry-after?id=X&s=S first request per id: 429 with Retry-After: S; then 200
   /big?kb=N             200, N kB of text/plain
+  /json?n=X | ?s=X | ?depth=N
+                        200, application/json, raw: {"n": X} (X as given),
+                        {"s": "X"} (X's escapes as given), or N nested arrays
   /text                 200, text/plain "hello"
   /redirect?to=URL      302 to URL
   /stats                JSON: requests, peak and current concurrency of /sleep
@@ -163,6 +166,17 @@ class Handler(BaseHTTPRequestHandler):
                 self.reply(200, json.dumps({"id": ident, "attempt": n}))
         elif p == "/big":
             self.reply(200, "x" * (int(args.get("kb", "1")) * 1024), "text/plain")
+        elif p == "/json":
+            # Raw JSON text, sent as application/json: {"n": <n>} with the
+            # number as given, {"s": "<s>"} with the string's escapes as
+            # given, or <depth> nested arrays.
+            if "n" in args:
+                self.reply(200, '{"n": %s}' % args["n"])
+            elif "s" in args:
+                self.reply(200, '{"s": "%s"}' % args["s"])
+            else:
+                d = int(args.get("depth", "1"))
+                self.reply(200, "[" * d + "]" * d)
         elif p == "/text":
             self.reply(200, "hello", "text/plain")
         elif p == "/redirect":
