@@ -57,7 +57,6 @@ PG_FUNCTION_INFO_V1(bf_resume);
 PG_FUNCTION_INFO_V1(bf_purge);
 PG_FUNCTION_INFO_V1(bf_unregister);
 
-static char *bf_lock_run_checked(int64 run_id, Oid caller);
 static bool bf_set_run_status(int64 run_id, const char *from, const char *to);
 static int64 bf_delete_runs(Datum older_than, Oid caller, int limit);
 static int	bf_edit_distance(const char *a, const char *b, int max);
@@ -73,33 +72,6 @@ bf_run_control_define_gucs(void)
 							0, 0, BF_MAX_RUN_RETENTION_S,
 							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
-}
-
-/*
- * Lock a run's row and return its status, refusing if it does not exist or
- * the caller may not act on it (inside SPI, as the extension owner).
- */
-static char *
-bf_lock_run_checked(int64 run_id, Oid caller)
-{
-	Datum		arg = Int64GetDatum(run_id);
-	Oid			argtype = INT8OID;
-	bool		isnull;
-	Oid			owner;
-
-	if (SPI_execute_with_args("SELECT owner, status FROM batchflow.run WHERE id = $1"
-							  " FOR NO KEY UPDATE",
-							  1, &argtype, &arg, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not look up run " INT64_FORMAT, run_id);
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("run " INT64_FORMAT " does not exist", run_id),
-				 errhint("The runs you can see are listed in the batchflow.runs view.")));
-	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
-										   SPI_tuptable->tupdesc, 1, &isnull));
-	bf_check_run_access(run_id, owner, caller);
-	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 }
 
 /* Set a run's status from one value to another; false if it was not "from". */
@@ -135,7 +107,7 @@ bf_pause(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	bf_become_admin(&saved);
-	(void) bf_lock_run_checked(run_id, saved.userid);
+	(void) bf_run_lock_checked(run_id, saved.userid);
 	paused = bf_set_run_status(run_id, "running", "paused");
 	bf_restore_user(&saved);
 	SPI_finish();
@@ -158,7 +130,7 @@ bf_resume(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	bf_become_admin(&saved);
-	(void) bf_lock_run_checked(run_id, saved.userid);
+	(void) bf_run_lock_checked(run_id, saved.userid);
 	resumed = bf_set_run_status(run_id, "paused", "running");
 	if (resumed)
 		bf_wake_on_commit();

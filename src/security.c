@@ -56,22 +56,19 @@ static char *bf_default_search_path = NULL;
 static void bf_pin_search_path(void);
 
 /*
- * Look up a run's owner (and, when asked, its status and whether the
- * current transaction created it), and refuse if it does not exist or
- * "caller" may not act on it.  The one lookup of bf_wait, bf_cancel,
- * bf_retry, bf_progress, bf_report and bf_summary.  Must be called inside SPI, as the extension
- * owner: the check is made for the caller, not for the current user.
+ * Run sql (the run's row: owner, status, ... with the run's id as $1) and
+ * refuse if the run does not exist or "caller" may not act on it; the row
+ * is left in SPI_tuptable.  Returns the owner.
  */
-Oid
-bf_run_checked(int64 run_id, Oid caller, char **status, bool *started_here)
+static Oid
+bf_run_lookup(int64 run_id, Oid caller, const char *sql)
 {
 	Datum		arg = Int64GetDatum(run_id);
 	Oid			argtype = INT8OID;
 	bool		isnull;
 	Oid			owner;
 
-	if (SPI_execute_with_args("SELECT owner, status, xmin FROM batchflow.run WHERE id = $1",
-							  1, &argtype, &arg, NULL, false, 1) != SPI_OK_SELECT)
+	if (SPI_execute_with_args(sql, 1, &argtype, &arg, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look up run " INT64_FORMAT, run_id);
 	if (SPI_processed == 0)
 		ereport(ERROR,
@@ -80,14 +77,46 @@ bf_run_checked(int64 run_id, Oid caller, char **status, bool *started_here)
 				 errhint("The runs you can see are listed in the batchflow.runs view.")));
 	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
 										   SPI_tuptable->tupdesc, 1, &isnull));
+	bf_check_run_access(run_id, owner, caller);
+	return owner;
+}
+
+/*
+ * Look up a run's owner (and, when asked, its status and whether the
+ * current transaction created it), and refuse if it does not exist or
+ * "caller" may not act on it.  The one lookup of bf_wait, bf_cancel,
+ * bf_retry, bf_progress, bf_report and bf_summary.  Must be called inside
+ * SPI, as the extension owner: the check is made for the caller, not for
+ * the current user.
+ */
+Oid
+bf_run_checked(int64 run_id, Oid caller, char **status, bool *started_here)
+{
+	bool		isnull;
+	Oid			owner;
+
+	owner = bf_run_lookup(run_id, caller,
+						  "SELECT owner, status, xmin FROM batchflow.run WHERE id = $1");
 	if (status)
 		*status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 	if (started_here)
 		*started_here = TransactionIdIsCurrentTransactionId(
 			DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[0],
 												SPI_tuptable->tupdesc, 3, &isnull)));
-	bf_check_run_access(run_id, owner, caller);
 	return owner;
+}
+
+/*
+ * The same check for bf_pause, bf_resume and bf_purge, which change the
+ * run: its row is locked first (FOR NO KEY UPDATE).  Returns its status.
+ */
+char *
+bf_run_lock_checked(int64 run_id, Oid caller)
+{
+	(void) bf_run_lookup(run_id, caller,
+						 "SELECT owner, status FROM batchflow.run WHERE id = $1"
+						 " FOR NO KEY UPDATE");
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 }
 
 /* The owner of schema batchflow: the role batchflow's bookkeeping runs as. */

@@ -27,6 +27,7 @@ extern bool bf_can_manage(Oid owner);
 extern void bf_check_run_access(int64 run_id, Oid owner, Oid role);
 extern Oid	bf_run_checked(int64 run_id, Oid caller, char **status,
 						   bool *started_here);
+extern char *bf_run_lock_checked(int64 run_id, Oid caller);
 extern void bf_become_admin(BfSavedUser *saved);
 extern void bf_restore_user(const BfSavedUser *saved);
 extern void bf_worker_pin_search_path(void);
