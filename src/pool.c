@@ -28,6 +28,7 @@
 
 #include <signal.h>
 
+#include "access/transam.h"
 #include "access/xact.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -38,6 +39,7 @@
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "utils/builtins.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "batchflow.h"
@@ -60,6 +62,7 @@ typedef struct BfWorkerSlot
 	int32		idx;
 	TimestampTz started_at;
 	int32		nactive;
+	TransactionId recorded_xid; /* gave the item shown its result, or invalid */
 	Oid			dboid;			/* the database the worker serves */
 } BfWorkerSlot;
 
@@ -149,6 +152,7 @@ bf_pool_read(int slotno, BfWorkerView *view)
 	view->idx = slot->idx;
 	view->started_at = slot->started_at;
 	view->nactive = slot->nactive;
+	view->recorded_xid = slot->recorded_xid;
 	view->dboid = slot->dboid;
 	SpinLockRelease(&slot->mutex);
 	return view->pid != 0;
@@ -214,6 +218,7 @@ bf_pool_attach(int slotno)
 			slot->latch = MyLatch;
 			slot->run_id = 0;
 			slot->nactive = 0;
+			slot->recorded_xid = InvalidTransactionId;
 			taken = true;
 		}
 		else
@@ -245,6 +250,7 @@ bf_pool_detach(int code, Datum arg)
 	slot->latch = NULL;
 	slot->run_id = 0;
 	slot->nactive = 0;
+	slot->recorded_xid = InvalidTransactionId;
 	slot->dboid = InvalidOid;
 	SpinLockRelease(&slot->mutex);
 	my_slot = NULL;
@@ -266,6 +272,7 @@ bf_pool_publish_item(int64 run_id, int64 loop_ref, int32 idx,
 	slot->idx = idx;
 	slot->started_at = started_at;
 	slot->nactive = 1;
+	slot->recorded_xid = InvalidTransactionId;
 	SpinLockRelease(&slot->mutex);
 	bf_cancel_note_claim(run_id);
 }
@@ -285,6 +292,7 @@ bf_pool_publish_batch(int64 run_id, int64 loop_ref, int nactive)
 	slot->idx = -1;
 	slot->started_at = now;
 	slot->nactive = nactive;
+	slot->recorded_xid = InvalidTransactionId;
 	SpinLockRelease(&slot->mutex);
 	bf_cancel_note_claim(nactive > 0 ? run_id : 0);
 }
@@ -300,8 +308,47 @@ bf_pool_publish_idle(void)
 	SpinLockAcquire(&slot->mutex);
 	slot->run_id = 0;
 	slot->nactive = 0;
+	slot->recorded_xid = InvalidTransactionId;
 	SpinLockRelease(&slot->mutex);
 	bf_cancel_note_claim(0);
+}
+
+/*
+ * The item this worker shows (bf_pool_publish_item) was given its result
+ * by the current transaction.  The worker shows itself idle only after
+ * that transaction commits; meanwhile readers whose snapshot sees the
+ * commit know from this xid that the item no longer executes.
+ */
+void
+bf_pool_publish_recorded(void)
+{
+	volatile BfWorkerSlot *slot = my_slot;
+	TransactionId xid = GetCurrentTransactionIdIfAny();
+
+	if (slot == NULL || !TransactionIdIsValid(xid))
+		return;
+	SpinLockAcquire(&slot->mutex);
+	slot->recorded_xid = xid;
+	SpinLockRelease(&slot->mutex);
+}
+
+/*
+ * Whether the active snapshot sees the result of the item a slot copy
+ * shows, committed by the worker's transaction that has not cleared the
+ * slot yet: then the item is ended, not executing, for this reader.  The
+ * worker's own transaction answers false (bf_progress_shown_ended counts
+ * its items).  Without a snapshot, false: the slot is taken as it reads.
+ */
+bool
+bf_pool_view_recorded(const BfWorkerView *view)
+{
+	TransactionId xid = view->recorded_xid;
+
+	if (!TransactionIdIsValid(xid) || !ActiveSnapshotSet() ||
+		TransactionIdIsCurrentTransactionId(xid))
+		return false;
+	return !XidInMVCCSnapshot(xid, GetActiveSnapshot()) &&
+		TransactionIdDidCommit(xid);
 }
 
 /* The condition variable broadcast when a run finishes, or NULL. */

@@ -29,6 +29,7 @@ typedef struct BfWorkerView
 	int32		idx;			/* -1: an HTTP batch */
 	TimestampTz started_at;
 	int32		nactive;		/* items executing (an HTTP batch has many) */
+	TransactionId recorded_xid; /* gave the item shown its result, or invalid */
 	Oid			dboid;			/* the database the worker serves */
 } BfWorkerView;
 
@@ -47,6 +48,8 @@ extern void bf_pool_publish_item(int64 run_id, int64 loop_ref, int32 idx,
 								 TimestampTz started_at);
 extern void bf_pool_publish_batch(int64 run_id, int64 loop_ref, int nactive);
 extern void bf_pool_publish_idle(void);
+extern void bf_pool_publish_recorded(void);
+extern bool bf_pool_view_recorded(const BfWorkerView *view);
 
 /* Waking workers and bf_wait sleepers. */
 extern void bf_wake_workers(void);

@@ -138,6 +138,14 @@ bf_sql_progress_live(PG_FUNCTION_ARGS)
 			continue;
 
 		/*
+		 * Its worker's transaction gave the item its result, committed
+		 * and seen by this snapshot, but has not cleared the slot yet:
+		 * counted as ended, so not as active as well.
+		 */
+		if (bf_pool_view_recorded(&w))
+			continue;
+
+		/*
 		 * In the worker's own transaction, the items it has just recorded
 		 * as ended are counted as such: not as active as well.
 		 */

@@ -173,6 +173,7 @@ bf_worker_step(long *sleep_ms)
 									 claim.idx, claim.started_at);
 				bf_execute_item(&claim, &result);
 				(void) bf_record_result(&claim, &result);
+				bf_pool_publish_recorded();
 				nitems++;
 				if (!result.ok || claim.loop->is_activity ||
 					nitems >= BF_MAX_BATCH_ITEMS ||
