@@ -49,32 +49,44 @@ BEGIN
            WHERE backend_type = 'batchflow worker' AND state_change >= t);
 END
 $$;
-CREATE TABLE eng_txn_woken (run bigint, steps_before_commit bigint);
+CREATE TABLE eng_txn_woken (run bigint, steps_before_commit bigint, all_asleep boolean);
 -- Start a run, hold it uncommitted for 0.3 s, and count the workers that
--- ran a step meanwhile.  First wait until every worker is asleep: a worker
--- that executed an item goes on to one more step, which finds nothing
--- (it then shows 'batchflow: claiming', or 'batchflow: closing loop', as
--- its last query) before it sleeps; on a loaded machine that step can come
--- a while after the run ended.
+-- ran a step meanwhile.  First wait until every worker of the pool runs
+-- and is asleep: a worker that executed an item goes on to one more step,
+-- which finds nothing (it then shows 'batchflow: claiming', or
+-- 'batchflow: closing loop', as its last query) before it sleeps; on a
+-- loaded machine that step can come a while after the run ended.  A
+-- worker that found the loop being closed by another session sleeps only
+-- 50 ms before it looks again (also in its latch wait, after 'closing
+-- loop'), and with the CPUs busy it may get to run that look well after
+-- its timeout: so asleep is waiting on its latch (wait event Extension)
+-- after such a step, with no step for a full second.  A worker not
+-- started yet would run its first step in the window, so all of the pool
+-- must be there.  The test records whether that state was reached: a step
+-- counted after a wait that gave up would say nothing about the commit.
 CREATE FUNCTION eng_txn_start_held(tag text) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
   t0 timestamptz;
   r bigint;
+  asleep boolean := false;
 BEGIN
-  FOR i IN 1..200 LOOP
+  FOR i IN 1..1200 LOOP
     PERFORM pg_stat_clear_snapshot();
-    EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity
-                           WHERE backend_type = 'batchflow worker'
-                             AND (state <> 'idle'
-                                  OR query NOT IN ('batchflow: claiming', 'batchflow: closing loop')
-                                  OR state_change > clock_timestamp() - interval '0.1 seconds'));
+    SELECT count(*) = current_setting('batchflow.max_workers')::int
+           AND bool_and(state = 'idle'
+                        AND query IN ('batchflow: claiming', 'batchflow: closing loop')
+                        AND wait_event_type IS NOT DISTINCT FROM 'Extension'
+                        AND state_change <= clock_timestamp() - interval '1 second')
+      INTO asleep
+      FROM pg_stat_activity WHERE backend_type = 'batchflow worker';
+    EXIT WHEN asleep;
     PERFORM pg_sleep(0.05);
   END LOOP;
   t0 := clock_timestamp();
   r := bf_start('eng_txn_wf', eng_txn_input(tag, 3));
   PERFORM pg_sleep(0.3);
-  INSERT INTO eng_txn_woken VALUES (r, eng_txn_steps_since(t0));
+  INSERT INTO eng_txn_woken VALUES (r, eng_txn_steps_since(t0), asleep);
 END
 $$;
 SELECT eng_txn_start_held('committed 1');
@@ -83,7 +95,8 @@ SELECT eng_txn_start_held('committed 2');
 SELECT bf_wait(run, '30 seconds') FROM eng_txn_woken WHERE run = (SELECT max(run) FROM eng_txn_woken);
 SELECT eng_txn_start_held('committed 3');
 SELECT bf_wait(run, '30 seconds') FROM eng_txn_woken WHERE run = (SELECT max(run) FROM eng_txn_woken);
-SELECT count(*) AS runs, sum(steps_before_commit) AS worker_steps_before_commit
+SELECT count(*) AS runs, bool_and(all_asleep) AS workers_asleep_at_each_start,
+       sum(steps_before_commit) AS worker_steps_before_commit
   FROM eng_txn_woken;
 ALTER SYSTEM RESET batchflow.poll_interval;
 SELECT pg_reload_conf();
