@@ -6,15 +6,20 @@ SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS batchflow;
 RESET client_min_messages;
 
--- 40 items of 0.1 s at concurrency 4.
+-- 40 items of 0.1 s at concurrency 4.  Items 21 to 40 first wait for a
+-- gate (an advisory lock this session holds) that the poll below opens
+-- only once it has sampled the run mid-way, or after 60 s: the run cannot
+-- end between two samples however long the poll is kept off the CPU
+-- (a free-running run lasts about 1 s, which a starved poll can miss).
 SELECT bf_register('progress_live_nap', $j${"nodes": [
   {"id": "nap", "type": "loop", "loopType": "parallel", "concurrency": 4,
    "inputSource": {"variable": "things"},
    "children": [{"id": "sleep", "type": "activity", "activity": "sql",
-                 "sql": "SELECT pg_sleep(0.1)"}]}]}$j$) > 0 AS registered;
+                 "sql": "SELECT pg_sleep(0.1), CASE WHEN ($1)::int > 20 THEN pg_advisory_xact_lock_shared(7001, 40)::text END"}]}]}$j$) > 0 AS registered;
 
 -- Samples of bf_progress and of the run's dashboard line, taken every
--- 20 ms until the run ends (or 60 s pass).
+-- 20 ms until the run ends (or 60 s pass).  The first sample strictly
+-- between 0 and 40 items done opens the gate.
 CREATE TABLE progress_live_sample (
     n int, status text, total bigint, completed bigint, failed bigint,
     active int, percent numeric, items_per_sec numeric, elapsed interval, eta interval,
@@ -26,6 +31,7 @@ DECLARE
     p record;
     d record;
     n int := 0;
+    gated boolean := true;
     t0 timestamptz := clock_timestamp();
 BEGIN
     LOOP
@@ -36,12 +42,20 @@ BEGIN
         VALUES (n, p.status, p.total, p.completed, p.failed, p.active, p.percent,
                 p.items_per_sec, p.elapsed, p.eta,
                 d.lines, d.progress, d.percent, d.items, d.active);
+        IF gated AND ((p.completed + p.failed > 0 AND p.completed + p.failed < p.total)
+                      OR clock_timestamp() > t0 + interval '60 seconds') THEN
+            gated := NOT pg_advisory_unlock(7001, 40);
+        END IF;
         EXIT WHEN p.status <> 'running' OR clock_timestamp() > t0 + interval '60 seconds';
         PERFORM pg_sleep(0.02);
     END LOOP;
+    IF gated THEN
+        PERFORM pg_advisory_unlock(7001, 40);
+    END IF;
 END;
 $$;
 
+SELECT pg_advisory_lock(7001, 40);
 SELECT bf_start('progress_live_nap',
                 jsonb_build_object('things', (SELECT jsonb_agg(g) FROM generate_series(1, 40) g))) AS run \gset
 SELECT progress_live_poll(:run);
