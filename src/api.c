@@ -38,6 +38,7 @@
 #include "input_check.h"
 #include "loop_start.h"
 #include "pool.h"
+#include "wake_commit.h"
 #include "run_control.h"
 #include "security.h"
 #include "spi_util.h"

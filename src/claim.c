@@ -36,9 +36,11 @@
 
 #include "batchflow.h"
 #include "claim.h"
+#include "claim_hint.h"
 #include "deps.h"
 #include "run_control.h"
 #include "spi_util.h"
+#include "wakeup.h"
 #include "activity_workflow.h"
 
 /* Is the loop's child a workflow (activity_workflow.c)?  Over batchflow.loop. */
@@ -60,38 +62,16 @@ bool		(*bf_cap_lock_is_mine_hook) (const LOCKTAG *tag) = NULL;
 /* The id of the loop served last, for round-robin fairness between loops. */
 static int64 rr_cursor = 0;
 
-/*
- * Did the last bf_claim_next_item see a loop with work left (items
- * pending or executing, every cap lock held, a retry backing off)?  If
- * not, only new work can give this worker something to do (wakeup.c).
- */
-bool		bf_claim_saw_work = true;
-
 static SPIPlanPtr open_loops_plan = NULL;
 static SPIPlanPtr claim_parallel_plan = NULL;
 static SPIPlanPtr claim_parallel_from_plan = NULL;
 
 /*
- * Where to start looking in a parallel loop.  Items are claimed in index
- * order, so everything below the last index this worker claimed is almost
- * always finished or executing; scanning from index 0 every time would
- * walk over all of them (and over their dead index entries until vacuum),
- * which gets slower as a big loop progresses.  Every BF_FULL_SCAN_EVERY-th
- * claim, and whenever nothing is found above the hint, the scan starts at
- * 0 again, so a retried or re-queued item with a low index is not left
- * behind.  Direct-mapped by loop id; a collision just loses a hint.
+ * Every BF_FULL_SCAN_EVERY-th claim of a parallel loop, the scan starts at
+ * index 0 rather than at this worker's hint (claim_hint.c).
  */
-#define BF_CLAIM_HINTS 64
 #define BF_FULL_SCAN_EVERY 64
 
-typedef struct BfClaimHint
-{
-	int64		loop_ref;
-	int32		next;			/* claim from this index first */
-	uint32		claims;
-} BfClaimHint;
-
-static BfClaimHint claim_hints[BF_CLAIM_HINTS];
 static SPIPlanPtr claim_sequential_plan = NULL;
 static SPIPlanPtr remaining_plan = NULL;
 static SPIPlanPtr loop_running_plan = NULL;
@@ -190,20 +170,6 @@ bf_prepare_claim_plans(void)
 }
 
 /*
- * An item of loop_ref with index idx just became ready (dependsOn, in this
- * worker's transaction): start this worker's next claim there, so that
- * ready items are taken in index order.
- */
-void
-bf_claim_hint_lower(int64 loop_ref, int32 idx)
-{
-	BfClaimHint *hint = &claim_hints[(uint64) loop_ref % BF_CLAIM_HINTS];
-
-	if (hint->loop_ref == loop_ref && idx < hint->next)
-		hint->next = idx;
-}
-
-/*
  * Take a cap lock of one loop and lock its next claimable item (inside SPI).
  * On BF_CLAIMED the item's row (idx, item, attempts) is SPI_tuptable's
  * first row and both locks are held until the transaction ends; otherwise
@@ -219,7 +185,7 @@ bf_claim_under_cap(int64 loop_ref, int cap, bool sequential, bool deps,
 				   bool children, TimestampTz now, LOCKTAG *tag, TimestampTz *due)
 {
 	Datum		arg = Int64GetDatum(loop_ref);
-	BfClaimHint *hint = &claim_hints[(uint64) loop_ref % BF_CLAIM_HINTS];
+	BfClaimHint *hint;
 
 	if (!bf_take_cap_lock(loop_ref, children ? 1 : cap, tag))
 		return BF_NO_CAP_LOCK;
@@ -235,12 +201,7 @@ bf_claim_under_cap(int64 loop_ref, int cap, bool sequential, bool deps,
 		return BF_BACKING_OFF;
 	}
 
-	if (hint->loop_ref != loop_ref)
-	{
-		hint->loop_ref = loop_ref;
-		hint->next = 0;
-		hint->claims = 0;
-	}
+	hint = bf_claim_hint(loop_ref);
 	SPI_processed = 0;
 	/*
 	 * Only workers use hints: batchflow.claim_item must stay repeatable.

@@ -37,6 +37,5 @@ extern bool bf_claim_next_item(BfClaim *claim, TimestampTz *next_due,
 							   int64 *close_list, int *nclose);
 extern bool bf_claim_for_http(BfLoopInfo *loop, BfClaim *claim);
 extern bool (*bf_cap_lock_is_mine_hook) (const LOCKTAG *tag);
-extern void bf_claim_hint_lower(int64 loop_ref, int32 idx);
 
 #endif							/* BATCHFLOW_CLAIM_H */

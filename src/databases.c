@@ -44,7 +44,8 @@
  *	  under it signals a process (the liveness probes kill(pid, 0) of the
  *	  recovery claim excepted, which do not block).  Whether a database is
  *	  served at all (settings, templates) is db_served.c, which needs no
- *	  shared state.
+ *	  shared state and sits above this file (it calls bf_databases_attached,
+ *	  bf_every_database and bf_db_register_on_commit; nothing here calls it).
  *
  * IDENTIFICATION
  *	  src/databases.c
@@ -67,7 +68,6 @@
 
 #include "batchflow.h"
 #include "databases.h"
-#include "db_served.h"
 #include "db_shareout.h"
 
 typedef struct BfDatabasesShared
@@ -117,6 +117,13 @@ bool
 bf_databases_attached(void)
 {
 	return BfDbs != NULL;
+}
+
+/* Does the pool serve every database (batchflow.database_name empty)? */
+bool
+bf_every_database(void)
+{
+	return bf_database_name == NULL || bf_database_name[0] == '\0';
 }
 
 /* Bytes of shared memory needed. */
@@ -258,11 +265,15 @@ bf_db_register(Oid dboid, bool fresh)
 	bf_db_wake_launcher();
 }
 
-/* Register the current database when this transaction commits. */
+/*
+ * Register the current database when this transaction commits.  The caller
+ * (batchflow._database_ready, db_served.c) has checked that the pool serves
+ * this database.
+ */
 void
 bf_db_register_on_commit(void)
 {
-	if (BfDbs == NULL || bf_database_served() != BF_SERVED)
+	if (BfDbs == NULL)
 		return;
 	if (!xact_callback_registered)
 	{

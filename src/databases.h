@@ -31,6 +31,7 @@ extern void bf_databases_shmem_startup(void);
 
 /* Any backend. */
 extern bool bf_databases_attached(void);
+extern bool bf_every_database(void);
 extern void bf_db_register(Oid dboid, bool fresh);
 extern void bf_db_register_on_commit(void);
 extern void bf_db_note_work(Oid dboid);

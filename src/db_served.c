@@ -9,7 +9,11 @@
  *	  CREATE DATABASE ... TEMPLATE from copying it), and, if
  *	  batchflow.database_name names one database, it is that one.  The
  *	  answer depends only on settings and the catalog, never on shared
- *	  state, so any backend may ask at any time without a lock.
+ *	  state, so any backend may ask at any time without a lock.  This file
+ *	  sits above databases.c: it asks whether the pool's shared memory is
+ *	  there and whether it serves every database (bf_databases_attached,
+ *	  bf_every_database), and registers a served database at commit
+ *	  (bf_db_register_on_commit); databases.c never calls back here.
  *
  *	  bf_start warns (55000) when no worker will execute the run it
  *	  starts; bf_wait fails at once (55000) instead of waiting out its
@@ -35,13 +39,6 @@
 #include "db_served.h"
 
 PG_FUNCTION_INFO_V1(bf_sql_database_ready);
-
-/* Does the pool serve every database (batchflow.database_name empty)? */
-bool
-bf_every_database(void)
-{
-	return bf_database_name == NULL || bf_database_name[0] == '\0';
-}
 
 /* Is the current database served by the pool, and if not, why? */
 BfUnserved
@@ -126,8 +123,8 @@ bf_error_if_unserved(int64 run_id)
 
 /*
  * batchflow._database_ready() returns void: called by the install and
- * upgrade scripts.  In a served database, the workers are told when the
- * transaction commits; elsewhere, a WARNING says that no worker will
+ * upgrade scripts.  In a served database (and only there), the workers are
+ * told when the transaction commits; elsewhere, a WARNING says that no worker will
  * execute the runs started here.
  */
 Datum

@@ -22,7 +22,6 @@ typedef enum BfUnserved
 	BF_UNSERVED_TEMPLATE		/* template databases are never served */
 } BfUnserved;
 
-extern bool bf_every_database(void);
 extern BfUnserved bf_database_served(void);
 extern void bf_warn_if_unserved(const char *what);
 extern void bf_error_if_unserved(int64 run_id);

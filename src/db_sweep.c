@@ -30,7 +30,7 @@
 #include "counter_rebuild.h"
 #include "db_sweep.h"
 #include "history_prune.h"
-#include "pool.h"
+#include "wake_commit.h"
 #include "run.h"
 #include "run_control.h"
 #include "spi_util.h"

@@ -59,9 +59,9 @@
 #include "utils/numeric.h"
 
 #include "batchflow.h"
-#include "claim.h"
+#include "claim_hint.h"
 #include "deps.h"
-#include "pool.h"
+#include "wake_commit.h"
 #include "spi_util.h"
 
 PG_FUNCTION_INFO_V1(bf_deps_link);

@@ -165,7 +165,7 @@ bf_cancel_worker_attach(int slotno)
 
 /*
  * The worker now shows an item of run run_id (0: none) in its slot (called
- * right after the slot was written).  A request for another run is
+ * by worker.c and http_batch.c right after each bf_pool_publish_* call).  A request for another run is
  * forgotten; a force cancel of this run that committed after the current
  * transaction began (so after the claim's snapshot may have been taken)
  * sets the request here, in case the canceller looked at the slot before

@@ -224,6 +224,7 @@ bf_http_take(BfClaim *claim)
 	if (!claim->loop->sequential)
 		bf_http_fill(claim->loop);
 	bf_pool_publish_batch(claim->loop->run_id, batch_loop, ninflight);
+	bf_cancel_note_claim(ninflight > 0 ? claim->loop->run_id : 0);
 	pgstat_report_activity(STATE_RUNNING, "batchflow: claiming HTTP items");
 }
 
@@ -394,6 +395,7 @@ bf_http_round(void)
 		MemoryContextDelete(item->cxt);
 	}
 	bf_pool_publish_batch(batch_info ? batch_info->run_id : 0, batch_loop, ninflight);
+	bf_cancel_note_claim(ninflight > 0 && batch_info != NULL ? batch_info->run_id : 0);
 }
 
 /* Put the item's next (HTTP) child's request on the multi handle. */

@@ -47,7 +47,6 @@
 
 #include "batchflow.h"
 #include "databases.h"
-#include "db_served.h"
 #include "launcher.h"
 #include "pool.h"
 #include "worker.h"

@@ -35,7 +35,6 @@
 
 #include "batchflow.h"
 #include "databases.h"
-#include "db_served.h"
 #include "launcher.h"
 
 /* How often the launcher reads pg_database. */

@@ -65,7 +65,7 @@
 #include "batchflow.h"
 #include "loop_close.h"
 #include "loop_start.h"
-#include "pool.h"
+#include "wake_commit.h"
 #include "spi_util.h"
 
 PG_FUNCTION_INFO_V1(bf_sql_close_loop);

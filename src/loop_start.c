@@ -61,7 +61,7 @@
 
 #include "batchflow.h"
 #include "loop_start.h"
-#include "pool.h"
+#include "wake_commit.h"
 #include "run_limits.h"
 #include "spi_util.h"
 

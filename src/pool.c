@@ -2,8 +2,8 @@
  *
  * pool.c
  *	  The worker pool's shared memory: one worker slot per item worker,
- *	  wake-on-commit (which idle workers to wake is wakeup.c's job), and
- *	  the condition variable bf_wait sleeps on.
+ *	  and the condition variable bf_wait sleeps on (broadcast at commit by
+ *	  wake_commit.c).
  *
  *	  Nothing here is the source of truth for a run: the tables are.  Shared
  *	  memory only carries what must be fast or live: which item each worker
@@ -17,7 +17,10 @@
  *	  nothing else: readers copy a slot out (bf_pool_read) and work on the
  *	  copy; system calls (kill, the clock) happen outside the lock.  A
  *	  slot is written only by the worker that serves it (bf_pool_attach,
- *	  the publish functions, the exit callback).
+ *	  the publish functions, the exit callback).  Its callers note a
+ *	  published item for force cancels themselves (bf_cancel_note_claim,
+ *	  force_cancel.c, right after a publish function): this file calls
+ *	  no other file of batchflow.
  *
  * IDENTIFICATION
  *	  src/pool.c
@@ -43,10 +46,7 @@
 #include "utils/timestamp.h"
 
 #include "batchflow.h"
-#include "databases.h"
 #include "pool.h"
-#include "wakeup.h"
-#include "run_control.h"
 
 /*
  * One entry per item worker.  The owner writes it under the spinlock;
@@ -79,20 +79,9 @@ static BfPoolShared *BfPool = NULL;
 static BfWorkerSlot *my_slot = NULL;
 static int	my_slotno = -1;
 
-/* What the current transaction asked to do once it commits. */
-static bool wake_pending = false;
-static int	wake_leads = 0;
-static int	wake_direct = 0;
-static bool runs_done_pending = false;
-static bool xact_callback_registered = false;
-
 static void bf_pool_detach(int code, Datum arg);
-static void bf_xact_callback(XactEvent event, void *arg);
-static void bf_register_xact_callback(void);
 
 PG_FUNCTION_INFO_V1(bf_active_items);
-PG_FUNCTION_INFO_V1(bf_sql_wake_on_commit);
-PG_FUNCTION_INFO_V1(bf_sql_run_finished_on_commit);
 
 /* Bytes of shared memory the pool needs. */
 Size
@@ -274,7 +263,6 @@ bf_pool_publish_item(int64 run_id, int64 loop_ref, int32 idx,
 	slot->nactive = 1;
 	slot->recorded_xid = InvalidTransactionId;
 	SpinLockRelease(&slot->mutex);
-	bf_cancel_note_claim(run_id);
 }
 
 /* Show an HTTP batch: nactive items of one loop in flight (0: none). */
@@ -294,7 +282,6 @@ bf_pool_publish_batch(int64 run_id, int64 loop_ref, int nactive)
 	slot->nactive = nactive;
 	slot->recorded_xid = InvalidTransactionId;
 	SpinLockRelease(&slot->mutex);
-	bf_cancel_note_claim(nactive > 0 ? run_id : 0);
 }
 
 /* Show that this worker executes nothing. */
@@ -310,7 +297,6 @@ bf_pool_publish_idle(void)
 	slot->nactive = 0;
 	slot->recorded_xid = InvalidTransactionId;
 	SpinLockRelease(&slot->mutex);
-	bf_cancel_note_claim(0);
 }
 
 /*
@@ -356,124 +342,6 @@ ConditionVariable *
 bf_pool_run_done_cv(void)
 {
 	return BfPool != NULL ? &BfPool->run_done_cv : NULL;
-}
-
-/*
- * Wake every idle item worker of this database (busy ones look for work
- * as soon as their item commits; see wakeup.c), and make sure the database
- * has a worker at all (databases.c).
- */
-void
-bf_wake_workers(void)
-{
-	bf_db_note_work(MyDatabaseId);
-	bf_wake_all_idle();
-}
-
-/* Make sure bf_xact_callback runs at the end of this transaction. */
-static void
-bf_register_xact_callback(void)
-{
-	if (!xact_callback_registered)
-	{
-		RegisterXactCallback(bf_xact_callback, NULL);
-		xact_callback_registered = true;
-	}
-}
-
-/* Wake the workers when (and only if) the current transaction commits. */
-void
-bf_wake_on_commit(void)
-{
-	bf_register_xact_callback();
-	wake_pending = true;
-}
-
-/*
- * New work for n workers (a new loop: min(items, cap)): wake that many
- * idle workers at commit.
- */
-void
-bf_wake_workers_on_commit(int n)
-{
-	bf_register_xact_callback();
-	wake_direct = Min(wake_direct + n, BF_MAX_MAX_WORKERS);
-}
-
-/*
- * New work of unknown size: at commit, wake one idle worker, which wakes
- * as many more as the loop it claims from can use (wakeup.c).  Not needed
- * when the transaction created the loop (its trigger counted the workers).
- */
-void
-bf_wake_lead_on_commit(void)
-{
-	bf_register_xact_callback();
-	if (wake_leads < BF_MAX_MAX_WORKERS)
-		wake_leads++;
-}
-
-/* Wake bf_wait sleepers when the current transaction commits. */
-void
-bf_runs_finished_on_commit(void)
-{
-	bf_register_xact_callback();
-	runs_done_pending = true;
-}
-
-/* At commit, act on what the transaction asked for; at abort, forget it. */
-static void
-bf_xact_callback(XactEvent event, void *arg)
-{
-	switch (event)
-	{
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-			if (wake_pending)
-				bf_wake_workers();
-			else if (wake_direct > 0 || wake_leads > 0)
-			{
-				/* A database with no idle worker asks the launcher for one. */
-				bf_db_note_work(MyDatabaseId);
-				if (wake_direct > 0)
-					bf_wake_idle(wake_direct, BF_WAKE_DIRECT);
-				else
-					bf_wake_idle(wake_leads, BF_WAKE_LEAD);
-			}
-			if (runs_done_pending && BfPool != NULL)
-				ConditionVariableBroadcast(&BfPool->run_done_cv);
-			wake_pending = runs_done_pending = false;
-			wake_leads = wake_direct = 0;
-			break;
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-			wake_pending = runs_done_pending = false;
-			wake_leads = wake_direct = 0;
-			break;
-		default:
-			break;
-	}
-}
-
-/*
- * batchflow._wake_on_commit(): new work (_lazy_loop, a child run's end;
- * bf_advance calls bf_wake_lead_on_commit itself); at commit one idle
- * worker wakes and brings as many more as the loop it claims from can use
- * (a new loop's trigger has usually counted them already).
- */
-Datum
-bf_sql_wake_on_commit(PG_FUNCTION_ARGS)
-{
-	bf_wake_lead_on_commit();
-	PG_RETURN_VOID();
-}
-
-/* batchflow._run_finished_on_commit(): SQL access to bf_runs_finished_on_commit. */
-Datum
-bf_sql_run_finished_on_commit(PG_FUNCTION_ARGS)
-{
-	bf_runs_finished_on_commit();
-	PG_RETURN_VOID();
 }
 
 /*

@@ -51,12 +51,7 @@ extern void bf_pool_publish_idle(void);
 extern void bf_pool_publish_recorded(void);
 extern bool bf_pool_view_recorded(const BfWorkerView *view);
 
-/* Waking workers and bf_wait sleepers. */
-extern void bf_wake_workers(void);
-extern void bf_wake_on_commit(void);
-extern void bf_wake_lead_on_commit(void);
-extern void bf_wake_workers_on_commit(int n);
-extern void bf_runs_finished_on_commit(void);
+/* The condition variable bf_wait sleeps on (broadcast by wake_commit.c). */
 extern ConditionVariable *bf_pool_run_done_cv(void);
 
 #endif							/* BATCHFLOW_POOL_H */

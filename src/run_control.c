@@ -38,7 +38,7 @@
 #include "utils/timestamp.h"
 
 #include "batchflow.h"
-#include "pool.h"
+#include "wake_commit.h"
 #include "run_control.h"
 #include "security.h"
 #include "spi_util.h"

@@ -57,6 +57,7 @@
 #include "batchflow.h"
 #include "bigbatch.h"
 #include "pool.h"
+#include "wake_commit.h"
 #include "spi_util.h"
 
 #define BF_DRAIN_QUEUE_SIZE (1024 * 1024)

@@ -37,7 +37,7 @@
 
 #include "batchflow.h"
 #include "bigbatch.h"
-#include "pool.h"
+#include "wake_commit.h"
 #include "security.h"
 
 #define BF_MAX_RANGES_PER_CHUNK 64

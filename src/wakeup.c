@@ -9,8 +9,8 @@
  *	  most recently idle first.  A transaction
  *	  that commits new work wakes only as many idle workers of its database
  *	  as that work can use: for each loop it created (bf_start, a run
- *	  reaching its next node; counted by the trigger loop_wake), min(items,
- *	  cap), one for a sequential loop.  So a one-item run wakes one worker
+ *	  reaching its next node; counted by the trigger loop_wake of
+ *	  wake_commit.c), min(items, cap), one for a sequential loop.  So a one-item run wakes one worker
  *	  instead of the whole pool.  Work announced without a new loop
  *	  (batchflow._wake_on_commit() alone) wakes one "lead", which claims an
  *	  item and then wakes as many more idle workers ("helpers") as that
@@ -57,22 +57,26 @@
  */
 #include "postgres.h"
 
-#include "commands/trigger.h"
-#include "fmgr.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
-#include "executor/spi.h"
 #include "utils/guc.h"
 
 #include "batchflow.h"
 #include "activity_http.h"
 #include "claim.h"
 #include "loopcache.h"
-#include "pool.h"
 #include "wakeup.h"
+
+/*
+ * Did the last bf_claim_next_item see a loop with work left (items
+ * pending or executing, every cap lock held, a retry backing off)?  If
+ * not, only new work can give this worker something to do.  Set by
+ * claim.c (and worker.c), read by bf_idle_may_skip_look.
+ */
+bool		bf_claim_saw_work = true;
 
 /* A worker slot's place on the idle list. */
 typedef struct BfIdleSlot
@@ -447,38 +451,4 @@ bf_idle_latch_is_foreign(int rc, uint64 looked_at_gen)
 {
 	return (rc & WL_LATCH_SET) && my_reason == BF_WAKE_NONE &&
 		bf_work_generation() == looked_at_gen;
-}
-
-PG_FUNCTION_INFO_V1(bf_sql_loop_wake);
-
-/*
- * Trigger loop_wake, AFTER INSERT ON batchflow.loop FOR EACH ROW: a new
- * open loop needs min(total, concurrency) workers (one if sequential);
- * ask for that many at commit.  Reads only the new row.
- */
-Datum
-bf_sql_loop_wake(PG_FUNCTION_ARGS)
-{
-	TriggerData *td = (TriggerData *) fcinfo->context;
-	TupleDesc	desc;
-	HeapTuple	tup;
-	bool		isnull;
-	bool		sequential;
-	int32		total;
-	int32		cap;
-
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
-		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event))
-		elog(ERROR, "batchflow._loop_wake must be an AFTER INSERT row trigger");
-	desc = td->tg_relation->rd_att;
-	tup = td->tg_trigtuple;
-
-	(void) heap_getattr(tup, SPI_fnumber(desc, "finished_at"), desc, &isnull);
-	if (!isnull)
-		return PointerGetDatum(NULL);	/* an empty loop, closed at once */
-	total = DatumGetInt32(heap_getattr(tup, SPI_fnumber(desc, "total"), desc, &isnull));
-	cap = DatumGetInt32(heap_getattr(tup, SPI_fnumber(desc, "concurrency"), desc, &isnull));
-	sequential = DatumGetBool(heap_getattr(tup, SPI_fnumber(desc, "sequential"), desc, &isnull));
-	bf_wake_workers_on_commit(sequential ? 1 : Max(1, Min(total, cap)));
-	return PointerGetDatum(NULL);
 }

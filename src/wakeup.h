@@ -46,7 +46,7 @@ extern void bf_idle_step_done(void);
 extern bool bf_idle_latch_is_foreign(int rc, uint64 looked_at_gen);
 extern bool bf_idle_may_skip_look(int rc, uint64 looked_at_gen);
 
-/* claim.c: did the last look see a loop with work left? */
+/* Set by claim.c: did the last look see a loop with work left? */
 extern bool bf_claim_saw_work;
 
 /* batchflow.debug_idle_delay: a pause before going idle, for tests only */

@@ -171,6 +171,7 @@ bf_worker_step(long *sleep_ms)
 			{
 				bf_pool_publish_item(claim.loop->run_id, claim.loop->loop_ref,
 									 claim.idx, claim.started_at);
+				bf_cancel_note_claim(claim.loop->run_id);
 				bf_execute_item(&claim, &result);
 				(void) bf_record_result(&claim, &result);
 				bf_pool_publish_recorded();
@@ -202,7 +203,10 @@ bf_worker_step(long *sleep_ms)
 	bf_txn_end();
 	/* An HTTP batch stays shown (bf_pool_publish_batch) while it is driven. */
 	if (claimed && !http)
+	{
 		bf_pool_publish_idle();
+		bf_cancel_note_claim(0);
+	}
 	if (http)
 		bf_http_drive();
 
@@ -275,6 +279,7 @@ bf_worker_main(Datum main_arg)
 			bf_http_abandon();
 			bf_fill_abandon();
 			bf_pool_publish_idle();
+			bf_cancel_note_claim(0);
 			pgstat_report_activity(STATE_IDLE, NULL);
 			sleep_ms = 1000;
 			worked = false;
