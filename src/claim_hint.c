@@ -10,7 +10,8 @@
  *	  progresses.  claim.c starts its scan at the hint, and every
  *	  BF_FULL_SCAN_EVERY-th claim, and whenever nothing is found above the
  *	  hint, at 0 again, so a retried or re-queued item with a low index is
- *	  not left behind.  deps.c lowers the hint to an item it makes ready.
+ *	  not left behind.  deps_ready.c lowers the hint to an item it makes
+ *	  ready.
  *
  *	  The hints are per backend (no shared memory, no locks).  Direct-mapped
  *	  by loop id; a collision just loses a hint.

@@ -2,8 +2,8 @@
  *
  * claim_hint.h
  *	  Where a worker's next claim in a parallel loop starts (claim_hint.c).
- *	  Below claim.c, which reads and advances the hints, and deps.c, which
- *	  lowers them when it makes items ready.
+ *	  Below claim.c, which reads and advances the hints, and deps_ready.c,
+ *	  which lowers them when it makes items ready.
  *
  * IDENTIFICATION
  *	  src/claim_hint.h

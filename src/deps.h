@@ -2,8 +2,9 @@
  *
  * deps.h
  *	  Dependencies between the items of a loop ("dependsOn", deps.c):
- *	  validation at registration, and the bookkeeping when an item ends;
- *	  claiming a ready item (deps_claim.c).
+ *	  validation at registration and the graph at loop start; the
+ *	  bookkeeping when an item ends (deps_ready.c); claiming a ready item
+ *	  (deps_claim.c).
  *
  * IDENTIFICATION
  *	  src/deps.h
@@ -17,7 +18,10 @@
 
 #include "utils/jsonb.h"
 
+/* deps.c */
 extern void bf_check_depends_on(JsonbContainer *node, const char *what);
+
+/* deps_ready.c */
 extern void bf_deps_item_succeeded(int64 loop_ref, int32 idx);
 extern int64 bf_deps_item_failed(int64 loop_ref, int32 idx);
 
