@@ -26,7 +26,7 @@
  *	  bf_cancel of a parent cancels its child runs (part 26,
  *	  _cancel_children); with force, the items executing in every
  *	  unfinished descendant run are interrupted too, at the same commit
- *	  (bf_force_cancel_descendants).
+ *	  (bf_force_cancel_descendants, force_cancel.c).
  *
  *	  A workflow may not start itself, directly or through others: before
  *	  starting a child, the chain of parent runs is followed, and a child of
@@ -51,6 +51,7 @@
 
 #include "batchflow.h"
 #include "activity_workflow.h"
+#include "api.h"
 #include "http_template.h"
 #include "item_result.h"
 #include "run_control.h"
@@ -62,8 +63,6 @@ static const char *const workflow_keys[] = {"id", "type", "activity", "descripti
 
 static SPIPlanPtr running_plan = NULL;
 
-/* api.c: bf_retry(run), called directly for a child run. */
-extern Datum bf_retry(PG_FUNCTION_ARGS);
 
 static bool bf_workflow_start(BfClaim *claim, BfItemResult *result);
 static int64 bf_workflow_start_child(BfClaim *claim, bool *fatal);
@@ -379,41 +378,4 @@ bf_workflow_start_child(BfClaim *claim, bool *fatal)
 	}
 	child = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	return child;
-}
-
-/*
- * bf_cancel(run, force => true) of a run with child runs (inside SPI, in
- * the canceller's transaction): the items executing in each unfinished
- * child run, grandchild run and so on are interrupted at commit like the
- * run's own (force_cancel.c).  Their loops were cancelled by
- * _cancel_children in the same transaction, so an interrupted item ends
- * skipped and its run ends cancelled, which completes its parent item.
- */
-void
-bf_force_cancel_descendants(int64 run_id)
-{
-	static SPIPlanPtr descendants_plan = NULL;
-	Datum		arg = Int64GetDatum(run_id);
-
-	if (descendants_plan == NULL)
-	{
-		Oid			type = INT8OID;
-
-		bf_keep_plan(&descendants_plan, "WITH RECURSIVE d(id) AS ("
-					 "    SELECT c.id FROM batchflow.run c"
-					 "     WHERE c.parent_run = $1 AND c.finished_at IS NULL"
-					 "  UNION"
-					 "    SELECT c.id FROM d JOIN batchflow.run c ON c.parent_run = d.id"
-					 "     WHERE c.finished_at IS NULL)"
-					 " SELECT id FROM d ORDER BY id", 1, &type);
-	}
-	if (SPI_execute_plan(descendants_plan, &arg, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the child runs of run " INT64_FORMAT, run_id);
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		bool		isnull;
-
-		bf_force_cancel_on_commit(DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
-															  SPI_tuptable->tupdesc, 1, &isnull)));
-	}
 }

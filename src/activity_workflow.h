@@ -22,6 +22,5 @@ extern void bf_check_workflow_activity(JsonbContainer *node, const char *what);
 extern void bf_check_loop_workflow_child(JsonbContainer *children, const char *what);
 extern bool bf_children_room(int64 loop_ref, int cap);
 extern void bf_workflow_take(BfClaim *claim);
-extern void bf_force_cancel_descendants(int64 run_id);
 
 #endif							/* BATCHFLOW_ACTIVITY_WORKFLOW_H */

@@ -32,7 +32,7 @@
 #include "utils/wait_event.h"
 
 #include "batchflow.h"
-#include "activity_workflow.h"
+#include "api.h"
 #include "databases.h"
 #include "db_served.h"
 #include "input_check.h"

@@ -350,3 +350,40 @@ bf_record_cancelled(BfClaim *claim)
 	bf_progress_count(claim, BF_OUTCOME_CANCELLED);
 	return BF_OUTCOME_CANCELLED;
 }
+
+/*
+ * bf_cancel(run, force => true) of a run with child runs (inside SPI, in
+ * the canceller's transaction): the items executing in each unfinished
+ * child run, grandchild run and so on are interrupted at commit like the
+ * run's own (bf_force_cancel_on_commit above).  Their loops were cancelled by
+ * _cancel_children in the same transaction, so an interrupted item ends
+ * skipped and its run ends cancelled, which completes its parent item.
+ */
+void
+bf_force_cancel_descendants(int64 run_id)
+{
+	static SPIPlanPtr descendants_plan = NULL;
+	Datum		arg = Int64GetDatum(run_id);
+
+	if (descendants_plan == NULL)
+	{
+		Oid			type = INT8OID;
+
+		bf_keep_plan(&descendants_plan, "WITH RECURSIVE d(id) AS ("
+					 "    SELECT c.id FROM batchflow.run c"
+					 "     WHERE c.parent_run = $1 AND c.finished_at IS NULL"
+					 "  UNION"
+					 "    SELECT c.id FROM d JOIN batchflow.run c ON c.parent_run = d.id"
+					 "     WHERE c.finished_at IS NULL)"
+					 " SELECT id FROM d ORDER BY id", 1, &type);
+	}
+	if (SPI_execute_plan(descendants_plan, &arg, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the child runs of run " INT64_FORMAT, run_id);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		bf_force_cancel_on_commit(DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+															  SPI_tuptable->tupdesc, 1, &isnull)));
+	}
+}

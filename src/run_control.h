@@ -32,6 +32,7 @@ extern bool bf_cancel_requested(int64 run_id);
 extern void bf_cancel_window_open(int64 run_id);
 extern void bf_cancel_window_close(bool raise);
 extern void bf_force_cancel_on_commit(int64 run_id);
+extern void bf_force_cancel_descendants(int64 run_id);
 extern BfOutcome bf_record_cancelled(BfClaim *claim);
 
 /* run_control.c: retention of whole runs, the workflow-name hint */
