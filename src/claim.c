@@ -268,18 +268,15 @@ bf_claim_under_cap(int64 loop_ref, int cap, bool sequential, bool deps,
 	 * failure or a cancel may have stopped the loop since, and released
 	 * the cap lock just taken.  Look again with a snapshot taken after the
 	 * lock (the stopping transaction is visible once its locks are gone),
-	 * so that no item starts after its loop stopped.  (Workers only:
+	 * so that no item starts after its loop stopped or its run was paused
+	 * (the same statement as bf_claim_for_http's).  (Workers only:
 	 * batchflow.claim_item claims from closed loops for the race tests.)
 	 */
 	if (SPI_processed == 1 && IsBackgroundWorker)
 	{
-		static SPIPlanPtr still_running_plan = NULL;
 		SPITupleTable *claimed = SPI_tuptable;
 
-		bf_keep_claim_plan(&still_running_plan,
-						   "SELECT 1 FROM batchflow.loop WHERE id = $1 AND status = 'running'", 1);
-		SPI_tuptable = claimed;
-		if (SPI_execute_plan(still_running_plan, &arg, NULL, false, 1) != SPI_OK_SELECT)
+		if (SPI_execute_plan(loop_running_plan, &arg, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not read loop " INT64_FORMAT, loop_ref);
 		if (SPI_processed == 0)
 		{
