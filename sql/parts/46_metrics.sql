@@ -41,10 +41,17 @@
  * close loops.  One row per workflow and loop id made every close of that
  * loop wait for the commit of the one before: under load (pgbench -c 16
  * starting 5-item runs) that upsert took 86-117 ms on average and the
- * workers executed ~110 items/s.  So each counter is spread over
- * batchflow._metric_shards() rows, chosen by the closing session's pid;
- * two sessions wait for each other only when their pids share a shard,
- * and readers sum the shards.
+ * workers executed ~110 items/s.  So each counter is spread over several
+ * rows (batchflow._metric_shard()): a worker adds to the row of its pool
+ * slot, which no other process uses at the same time, any other session
+ * to one of batchflow._metric_shards() rows above the largest slot,
+ * chosen by its pid; readers sum the rows.  (Rows chosen by pid modulo 16
+ * for every session still made the 20 workers of the benchmark share
+ * rows: a close waited 50-170 ms on average for another's commit.)
+ *
+ * The counting at a close runs in C with kept plans (src/metrics_sync.c):
+ * in PL/pgSQL over the SQL functions below it re-planned five of them on
+ * every close.
  *
  * Runs finished are counted per workflow and final status the same way
  * (batchflow.metric_run_counter, trigger run_metrics_finished).
@@ -52,10 +59,16 @@
 
 -- Counters ---------------------------------------------------------------------
 
--- How many rows each counter is spread over (see metric_counter.shard).
+-- Over how many rows the sessions that are not workers spread each counter
+-- (see metric_counter.shard).
 CREATE FUNCTION batchflow._metric_shards() RETURNS int
     LANGUAGE sql IMMUTABLE AS 'SELECT 16';
-COMMENT ON FUNCTION batchflow._metric_shards() IS 'Internal: over how many rows (shards) each metric counter is spread, so that sessions closing loops or finishing runs at once do not wait for each other';
+COMMENT ON FUNCTION batchflow._metric_shards() IS 'Internal: over how many rows (shards) the sessions that are not workers spread each metric counter, so that sessions closing loops or finishing runs at once do not wait for each other';
+
+-- Which row of a counter this session adds to: a worker its pool slot's.
+CREATE FUNCTION batchflow._metric_shard() RETURNS int
+    LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'bf_sql_metric_shard';
+COMMENT ON FUNCTION batchflow._metric_shard() IS 'Internal: the row (shard) of each metric counter this session adds to: a worker''s pool slot number, which no other process uses at the same time; for any other session 256 plus its pid modulo batchflow._metric_shards()';
 
 CREATE TYPE batchflow.item_metrics AS (
     succeeded         bigint,
@@ -103,7 +116,7 @@ COMMENT ON COLUMN batchflow.metric_counter.duration_count IS 'Items timed: succe
 COMMENT ON COLUMN batchflow.metric_counter.duration_sum IS 'Sum of their durations (final attempt), seconds';
 COMMENT ON COLUMN batchflow.metric_counter.duration_buckets IS 'Cumulative counts of items timed at most each bound of batchflow.metric_duration_bounds()';
 COMMENT ON COLUMN batchflow.metric_counter.updated_at IS 'When a loop was last added';
-COMMENT ON COLUMN batchflow.metric_counter.shard IS 'Which of the workflow and loop id''s rows: the closing session''s pid modulo batchflow._metric_shards(), so that loops closing at once update different rows; readers sum them';
+COMMENT ON COLUMN batchflow.metric_counter.shard IS 'Which of the workflow and loop id''s rows: batchflow._metric_shard() of the closing session (a worker''s pool slot), so that loops closing at once update different rows; readers sum them';
 
 CREATE TABLE batchflow.metric_loop (
     loop_ref     bigint PRIMARY KEY REFERENCES batchflow.loop (id) ON DELETE CASCADE,
@@ -134,7 +147,7 @@ COMMENT ON COLUMN batchflow.metric_run_counter.status IS 'succeeded, failed or c
 COMMENT ON COLUMN batchflow.metric_run_counter.owner IS 'Owner of the workflow when the row was created; who may read the row';
 COMMENT ON COLUMN batchflow.metric_run_counter.runs IS 'Runs that finished with this status';
 COMMENT ON COLUMN batchflow.metric_run_counter.updated_at IS 'When a run was last counted';
-COMMENT ON COLUMN batchflow.metric_run_counter.shard IS 'Which of the workflow and status''s rows: the finishing session''s pid modulo batchflow._metric_shards(); readers sum them';
+COMMENT ON COLUMN batchflow.metric_run_counter.shard IS 'Which of the workflow and status''s rows: batchflow._metric_shard() of the finishing session (a worker''s pool slot); readers sum them';
 
 -- Counting a loop ---------------------------------------------------------------
 
@@ -148,39 +161,17 @@ COMMENT ON FUNCTION batchflow._metrics_zero() IS 'Internal: item_metrics with ev
 
 /*
  * The counts of the items of loop p_loop with p_from <= idx < p_to that
- * have ended, in one pass over the primary key.  Durations are those of the
- * final attempt (started_at to finished_at) of items that succeeded or
- * failed, in whole microseconds; an item of d us is in the bucket of bound
- * b when d <= b, i.e. in every bucket j with k < j, where
- * k = width_bucket(d - 1, bounds in us) is the number of bounds below d.
- * retried is left 0 (batchflow._loop_retried counts it).
+ * have ended, in one pass over the primary key (src/metrics_sync.c, which
+ * also counts a closing loop with it).  Durations are those of the final
+ * attempt (started_at to finished_at) of items that succeeded or failed,
+ * in whole microseconds; an item of d us is in the bucket of bound b when
+ * d <= b.  retried is left 0 (batchflow._loop_retried counts it).
  */
 CREATE FUNCTION batchflow._range_metrics(p_loop bigint, p_from int, p_to int)
     RETURNS batchflow.item_metrics
-LANGUAGE sql STABLE AS $$
-    WITH g AS (
-        SELECT s.status, width_bucket(s.us - 1, b.us_bounds) AS k, count(*) AS n, sum(s.us) AS us
-          FROM (SELECT i.status,
-                       CASE WHEN i.status IN ('succeeded', 'failed') AND i.started_at IS NOT NULL
-                            THEN greatest(round(extract(epoch FROM i.finished_at - i.started_at) * 1000000), 0)::bigint
-                       END AS us
-                  FROM batchflow.item i
-                 WHERE i.loop_ref = p_loop AND i.idx >= p_from AND i.idx < p_to
-                   AND i.finished_at IS NOT NULL) s,
-               (SELECT array_agg((x * 1000000)::bigint ORDER BY x) AS us_bounds
-                  FROM unnest(batchflow.metric_duration_bounds()) x) b
-         GROUP BY 1, 2
-    )
-    SELECT ROW(coalesce((SELECT sum(n) FROM g WHERE status = 'succeeded'), 0),
-               coalesce((SELECT sum(n) FROM g WHERE status = 'failed'), 0),
-               coalesce((SELECT sum(n) FROM g WHERE status = 'skipped'), 0),
-               0,
-               coalesce((SELECT sum(n) FROM g WHERE k IS NOT NULL), 0),
-               coalesce((SELECT sum(us) FROM g), 0) / 1000000.0,
-               (SELECT array_agg(coalesce((SELECT sum(n) FROM g WHERE g.k < j), 0)::bigint ORDER BY j)
-                  FROM generate_series(1, cardinality(batchflow.metric_duration_bounds())) j)
-              )::batchflow.item_metrics
-$$;
+    LANGUAGE C STABLE STRICT
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'bf_sql_range_metrics';
 COMMENT ON FUNCTION batchflow._range_metrics(bigint, int, int) IS 'Internal: counts and duration histogram of the ended items of a loop in an index range';
 
 -- Failed attempts of a loop that were followed by another attempt: its
@@ -223,66 +214,16 @@ $$;
 COMMENT ON FUNCTION batchflow._metrics_minus(batchflow.item_metrics, batchflow.item_metrics) IS 'Internal: what a loop counts beyond what was already added for it, never negative';
 
 /*
- * A loop closed, or bf_retry re-opened it: count its items (the prefix
- * known so far plus the items above it, or all of them after a re-opening,
- * whose re-queued items count again from scratch), add to
- * batchflow.metric_counter what that adds to what was counted for it
+ * A loop closed, or bf_retry re-opened it (src/metrics_sync.c): count its
+ * items (the prefix known so far plus the items above it, or all of them
+ * after a re-opening, whose re-queued items count again from scratch), add
+ * to batchflow.metric_counter what that adds to what was counted for it
  * before, and remember it.
  */
 CREATE FUNCTION batchflow._metrics_sync(p_loop bigint) RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_loop record;
-    v_ml   record;
-    v_now  batchflow.item_metrics;
-    v_add  batchflow.item_metrics;
-BEGIN
-    SELECT l.run_id, l.node_id, l.finished_at, v.workflow, w.owner INTO v_loop
-      FROM batchflow.loop l
-      JOIN batchflow.run r ON r.id = l.run_id
-      JOIN batchflow.workflow_version v ON v.id = r.version_id
-      JOIN batchflow.workflow w ON w.name = v.workflow
-     WHERE l.id = p_loop;
-    IF NOT FOUND THEN
-        RETURN;
-    END IF;
-    SELECT m.counted, m.prefix_upto, m.prefix INTO v_ml
-      FROM batchflow.metric_loop m WHERE m.loop_ref = p_loop FOR UPDATE;
-    IF v_loop.finished_at IS NOT NULL AND v_ml.prefix IS NOT NULL THEN
-        v_now := batchflow._metrics_plus(v_ml.prefix,
-                                         batchflow._range_metrics(p_loop, v_ml.prefix_upto, 2147483647));
-    ELSE
-        v_now := batchflow._range_metrics(p_loop, 0, 2147483647);
-    END IF;
-    v_now.retried := batchflow._loop_retried(p_loop);
-    v_add := batchflow._metrics_minus(v_now, coalesce(v_ml.counted, batchflow._metrics_zero()));
-
-    INSERT INTO batchflow.metric_loop (loop_ref, run_id, counted, prefix_upto, prefix)
-    VALUES (p_loop, v_loop.run_id, v_now, 0, batchflow._metrics_zero())
-    ON CONFLICT (loop_ref) DO UPDATE
-       SET counted = excluded.counted, prefix_upto = 0, prefix = excluded.prefix;
-
-    INSERT INTO batchflow.metric_counter AS c
-           (workflow, loop_id, shard, owner, succeeded, failed, skipped, retried,
-            duration_count, duration_sum, duration_buckets, updated_at)
-    VALUES (v_loop.workflow, v_loop.node_id, pg_backend_pid() % batchflow._metric_shards(),
-            v_loop.owner, v_add.succeeded, v_add.failed,
-            v_add.skipped, v_add.retried, v_add.duration_count, v_add.duration_sum,
-            v_add.duration_buckets, clock_timestamp())
-    ON CONFLICT (workflow, loop_id, shard) DO UPDATE
-       SET succeeded = c.succeeded + excluded.succeeded,
-           failed = c.failed + excluded.failed,
-           skipped = c.skipped + excluded.skipped,
-           retried = c.retried + excluded.retried,
-           duration_count = c.duration_count + excluded.duration_count,
-           duration_sum = c.duration_sum + excluded.duration_sum,
-           duration_buckets = (SELECT array_agg(x.a + x.b ORDER BY x.n)
-                                 FROM unnest(c.duration_buckets, excluded.duration_buckets)
-                                      WITH ORDINALITY AS x(a, b, n)),
-           updated_at = excluded.updated_at;
-END;
-$$;
+    LANGUAGE C
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'bf_sql_metrics_sync';
 COMMENT ON FUNCTION batchflow._metrics_sync(bigint) IS 'Internal: add a loop''s new counts to batchflow.metric_counter (at its close or re-opening)';
 
 /*
@@ -322,24 +263,13 @@ END;
 $$;
 COMMENT ON FUNCTION batchflow._metrics_advance(bigint, int) IS 'Internal: count the items of an open loop that ended below its lowest unfinished one';
 
--- A loop was created: give it its row.  It closed or was re-opened: count it.
+-- A loop was created: give it its row (unless a restore loads loops: the
+-- dump carries their rows).  It closed or was re-opened: count it
+-- (batchflow._metrics_sync).
 CREATE FUNCTION batchflow._loop_metrics_changed() RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        -- A restore loads the loop's metric_loop row itself (70_backup.sql).
-        IF batchflow._restoring('batchflow.loop') THEN
-            RETURN NULL;
-        END IF;
-        INSERT INTO batchflow.metric_loop (loop_ref, run_id, counted, prefix_upto, prefix)
-        VALUES (NEW.id, NEW.run_id, batchflow._metrics_zero(), 0, batchflow._metrics_zero());
-    ELSE
-        PERFORM batchflow._metrics_sync(NEW.id);
-    END IF;
-    RETURN NULL;
-END;
-$$;
+    LANGUAGE C
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'bf_sql_loop_metrics_changed';
 COMMENT ON FUNCTION batchflow._loop_metrics_changed() IS 'Internal: triggers loop_metrics_*, create a loop''s batchflow.metric_loop row, and count it into batchflow.metric_counter when it closes or re-opens';
 
 CREATE TRIGGER loop_metrics_created AFTER INSERT ON batchflow.loop
@@ -369,7 +299,7 @@ BEGIN
         RETURN NULL;
     END IF;
     INSERT INTO batchflow.metric_run_counter AS c (workflow, status, shard, owner, runs, updated_at)
-    SELECT v.workflow, NEW.status, pg_backend_pid() % batchflow._metric_shards(), w.owner, 1,
+    SELECT v.workflow, NEW.status, batchflow._metric_shard(), w.owner, 1,
            clock_timestamp()
       FROM batchflow.workflow_version v
       JOIN batchflow.workflow w ON w.name = v.workflow
@@ -605,7 +535,7 @@ REVOKE ALL ON FUNCTION batchflow._range_metrics(bigint, int, int),
     batchflow._metrics_sync(bigint), batchflow._metrics_advance(bigint, int),
     batchflow._loop_metrics_changed(), batchflow._metric_items(), batchflow._metric_runs(),
     batchflow._metric_queue(), batchflow._metric_loops(), batchflow._metric_running_loops(int),
-    batchflow._run_metrics_finished(), batchflow._metric_shards() FROM PUBLIC;
+    batchflow._run_metrics_finished(), batchflow._metric_shards(), batchflow._metric_shard() FROM PUBLIC;
 
 /*
  * The metric functions cover every workflow and run, so they are for
