@@ -337,7 +337,12 @@ bf_db_slot_serves(int slotno, Oid dboid)
 	return serves;
 }
 
-/* An item worker takes up its loan (before it connects). */
+/*
+ * An item worker takes up its loan (before it connects).  exit_requested
+ * is kept: a lend starts without it, so it is set only when the slot was
+ * asked back while the worker was starting (bf_db_release, the
+ * share-out), and the worker must then leave without connecting.
+ */
 void
 bf_db_worker_attach(int slotno, Oid dboid)
 {
@@ -350,7 +355,6 @@ bf_db_worker_attach(int slotno, Oid dboid)
 	l->dboid = dboid;
 	l->pid = MyProcPid;
 	l->idle = false;
-	l->exit_requested = false;
 	LWLockRelease(BfDbs->lock);
 	my_slotno = slotno;
 	my_dboid = dboid;
@@ -617,14 +621,20 @@ bf_db_balance(const bool *alive, BfStartOrder *orders, bool keep_full)
 /*
  * A command needs database dboid without connections (database_hook.c):
  * ask its workers to hand their slots back, keep new ones away for ten
- * seconds, and wait up to five seconds for them to be gone.
+ * seconds, and wait up to five seconds for them to be gone.  A slot lent
+ * to the database whose worker is still starting (no pid yet) counts as
+ * a worker to wait for: it leaves as soon as it attaches, before it
+ * connects (bf_worker_db_connect), and is signalled if it attached
+ * meanwhile.  Waiting only for the pids known at the start let such a
+ * worker connect after the wait, and the command then failed with
+ * "being accessed by other users".
  */
 void
 bf_db_release(Oid dboid)
 {
 	BfDbEntry  *e;
-	pid_t		pids[BF_MAX_MAX_WORKERS];
-	int			n = 0;
+	pid_t		signalled[BF_MAX_MAX_WORKERS];
+	int			nsignalled = 0;
 
 	if (BfDbs == NULL)
 		return;
@@ -636,26 +646,43 @@ bf_db_release(Oid dboid)
 		e->backoff_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 10000);
 	}
 	for (int s = 0; s < BfDbs->nslots; s++)
-	{
-		BfSlotLend *l = &BfDbs->slots[s];
-
-		if (l->dboid != dboid)
-			continue;
-		l->exit_requested = true;
-		if (l->pid != 0)
-			pids[n++] = l->pid;
-	}
+		if (BfDbs->slots[s].dboid == dboid)
+			BfDbs->slots[s].exit_requested = true;
 	LWLockRelease(BfDbs->lock);
 
-	for (int i = 0; i < n; i++)
-		kill(pids[i], SIGUSR1);
-	for (int wait = 0; wait < 100 && n > 0; wait++)
+	for (int wait = 0; wait < 100; wait++)
 	{
+		pid_t		pids[BF_MAX_MAX_WORKERS];
+		int			n = 0;
 		int			alive = 0;
 
+		/* Copy the database's slots out; signal and probe after. */
+		LWLockAcquire(BfDbs->lock, LW_SHARED);
+		for (int s = 0; s < BfDbs->nslots; s++)
+			if (BfDbs->slots[s].dboid == dboid)
+				pids[n++] = BfDbs->slots[s].pid;
+		LWLockRelease(BfDbs->lock);
+
 		for (int i = 0; i < n; i++)
-			if (kill(pids[i], 0) == 0)
-				alive++;
+		{
+			bool		known = false;
+
+			if (pids[i] == 0)
+			{
+				alive++;		/* still starting */
+				continue;
+			}
+			if (kill(pids[i], 0) != 0)
+				continue;		/* gone; the launcher frees the slot */
+			alive++;
+			for (int j = 0; j < nsignalled && !known; j++)
+				known = signalled[j] == pids[i];
+			if (!known && nsignalled < lengthof(signalled))
+			{
+				signalled[nsignalled++] = pids[i];
+				kill(pids[i], SIGUSR1);
+			}
+		}
 		if (alive == 0)
 			break;
 		CHECK_FOR_INTERRUPTS();

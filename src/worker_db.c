@@ -62,6 +62,9 @@ bf_worker_db_connect(int slotno)
 	bf_idle_attach(slotno, MyLatch);
 	bf_pool_set_database(dboid);
 	bf_db_worker_attach(slotno, dboid);
+	/* Asked back while starting (e.g. DROP DATABASE): never connect. */
+	if (bf_db_worker_exit_requested())
+		proc_exit(0);
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 }
 

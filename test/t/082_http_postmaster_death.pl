@@ -31,6 +31,11 @@ query(q{SELECT bf_start('slow', '{"items": [1, 2, 3, 4]}')});
 ok( $node->poll_query_until('postgres',
 		q{SELECT count(*) = 4 FROM batchflow.item WHERE status = 'running'}),
 	'four requests are in flight');
+# The second worker of the pool may still be starting (one worker can
+# drive all four requests): wait for both before the postmaster dies.
+ok( $node->poll_query_until('postgres',
+		q{SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'batchflow worker'}),
+	'the pool has its two workers');
 my @pids = split /\n/, query(
 	q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'batchflow worker' ORDER BY pid});
 is(scalar(@pids), 2, 'two workers drive them');
