@@ -40,14 +40,17 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "common/int.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 
 #include "batchflow.h"
@@ -59,6 +62,8 @@ PG_FUNCTION_INFO_V1(bf_sql_metrics_sync);
 PG_FUNCTION_INFO_V1(bf_sql_range_metrics);
 PG_FUNCTION_INFO_V1(bf_sql_metric_shard);
 PG_FUNCTION_INFO_V1(bf_sql_loop_metrics_changed);
+PG_FUNCTION_INFO_V1(bf_sql_run_metrics_finished);
+PG_FUNCTION_INFO_V1(bf_sql_metric_buckets_plus);
 
 /* Rows of each counter for the sessions that are not workers. */
 #define BF_METRIC_SESSION_SHARDS 16
@@ -86,11 +91,80 @@ static SPIPlanPtr save_loop_plan = NULL;
 static SPIPlanPtr add_counter_plan = NULL;
 static SPIPlanPtr restoring_plan = NULL;
 static SPIPlanPtr created_plan = NULL;
+static SPIPlanPtr run_restoring_plan = NULL;
+static SPIPlanPtr run_counter_plan = NULL;
 
 /* Number of histogram bounds; IMMUTABLE, so read once per process. */
 static int	nbounds = -1;
 
 static const Oid bf_int8_arg[1] = {INT8OID};
+
+/*
+ * bf_keep_plan, with search_path pinned while the statement is parsed the
+ * first time.  The trigger functions have no SET clause (setting and
+ * restoring search_path on every call cost more than some statements);
+ * a kept plan resolves its names once, and is re-analysed, if ever, with
+ * the search_path it was made with.
+ */
+static SPIPlanPtr
+keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, const Oid *types)
+{
+	int			nest;
+
+	if (*plan != NULL)
+		return *plan;
+	nest = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+	(void) bf_keep_plan(plan, sql, nargs, types);
+	AtEOXact_GUC(true, nest);
+	return *plan;
+}
+
+/*
+ * Is the current statement possibly a restore's load of a table (COPY or
+ * INSERT INTO)?  A statement that does not begin with either word (after
+ * blanks and -- comments) cannot be: batchflow._restoring, which the
+ * caller asks only when this says maybe, makes the exact test.  Saves
+ * parsing and running that SQL function for every bf_start.
+ */
+static bool
+maybe_restoring(void)
+{
+	const char *q = debug_query_string;
+
+	if (q == NULL)
+		return false;
+	for (;;)
+	{
+		while (*q != '\0' && isspace((unsigned char) *q))
+			q++;
+		if (q[0] == '-' && q[1] == '-')
+		{
+			q = strchr(q, '\n');
+			if (q == NULL)
+				return false;
+			continue;
+		}
+		break;
+	}
+	return pg_strncasecmp(q, "COPY", 4) == 0 || pg_strncasecmp(q, "INSERT", 6) == 0;
+}
+
+/* Is a restore loading table tbl now (inside SPI)? */
+static bool
+restoring(SPIPlanPtr *plan, const char *sql)
+{
+	bool		isnull;
+
+	if (!maybe_restoring())
+		return false;
+	if (SPI_execute_plan(keep_plan(plan, sql, 0, NULL), NULL, NULL, true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not check for a restore");
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
 
 /* The row set of the counters for this process (see the header). */
 int
@@ -111,7 +185,7 @@ bf_metric_nbounds(void)
 
 	if (nbounds >= 0)
 		return nbounds;
-	if (SPI_execute_plan(bf_keep_plan(&nbounds_plan,
+	if (SPI_execute_plan(keep_plan(&nbounds_plan,
 									  "SELECT pg_catalog.cardinality(batchflow.metric_duration_bounds())",
 									  0, NULL),
 						 NULL, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
@@ -219,7 +293,7 @@ bf_range_metrics(int64 loop_ref, int32 from, int32 to, BfItemMetrics *m)
 	args[0] = Int64GetDatum(loop_ref);
 	args[1] = Int32GetDatum(from);
 	args[2] = Int32GetDatum(to);
-	if (SPI_execute_plan(bf_keep_plan(&range_plan,
+	if (SPI_execute_plan(keep_plan(&range_plan,
 									  "SELECT s.status, pg_catalog.width_bucket(s.us - 1, b.us_bounds), count(*), sum(s.us)::bigint"
 									  "  FROM (SELECT i.status,"
 									  "               CASE WHEN i.status IN ('succeeded', 'failed') AND i.started_at IS NOT NULL"
@@ -272,7 +346,7 @@ bf_loop_retried(int64 loop_ref)
 	Datum		arg = Int64GetDatum(loop_ref);
 	bool		isnull;
 
-	if (SPI_execute_plan(bf_keep_plan(&retried_plan,
+	if (SPI_execute_plan(keep_plan(&retried_plan,
 									  "SELECT (SELECT count(*) FROM batchflow.item_error e WHERE e.loop_ref = $1)"
 									  "     - (SELECT count(DISTINCT e.idx)"
 									  "          FROM batchflow.item_error e"
@@ -321,7 +395,7 @@ bf_metrics_sync(int64 loop_ref)
 		elog(ERROR, "SPI_connect failed");
 	nb = bf_metric_nbounds();
 
-	if (SPI_execute_plan(bf_keep_plan(&loop_plan,
+	if (SPI_execute_plan(keep_plan(&loop_plan,
 									  "SELECT l.run_id, l.node_id, l.finished_at IS NOT NULL, v.workflow, w.owner"
 									  "  FROM batchflow.loop l"
 									  "  JOIN batchflow.run r ON r.id = l.run_id"
@@ -344,7 +418,7 @@ bf_metrics_sync(int64 loop_ref)
 	workflow = SPI_getvalue(row, desc, 4);
 	owner = DatumGetObjectId(SPI_getbinval(row, desc, 5, &isnull));
 
-	if (SPI_execute_plan(bf_keep_plan(&metric_loop_plan,
+	if (SPI_execute_plan(keep_plan(&metric_loop_plan,
 									  "SELECT (m.counted).succeeded, (m.counted).failed, (m.counted).skipped,"
 									  "       (m.counted).retried, (m.counted).duration_count,"
 									  "       (m.counted).duration_sum, (m.counted).duration_buckets,"
@@ -392,11 +466,11 @@ bf_metrics_sync(int64 loop_ref)
 	args[6] = Int64GetDatum(now.duration_count);
 	args[7] = Float8GetDatum(now.duration_sum);
 	args[8] = buckets_datum(&now, nb);
-	if (SPI_execute_plan(bf_keep_plan(&save_loop_plan,
+	if (SPI_execute_plan(keep_plan(&save_loop_plan,
 									  "INSERT INTO batchflow.metric_loop (loop_ref, run_id, counted, prefix_upto, prefix)"
-									  "VALUES ($1, $2, ROW($3, $4, $5, $6, $7, $8, $9)::batchflow.item_metrics, 0,"
+									  " VALUES ($1, $2, ROW($3, $4, $5, $6, $7, $8, $9)::batchflow.item_metrics, 0,"
 									  "        batchflow._metrics_zero())"
-									  "ON CONFLICT (loop_ref) DO UPDATE"
+									  " ON CONFLICT (loop_ref) DO UPDATE"
 									  "   SET counted = excluded.counted, prefix_upto = 0, prefix = excluded.prefix",
 									  9, save_types),
 						 args, NULL, false, 0) != SPI_OK_INSERT)
@@ -413,21 +487,20 @@ bf_metrics_sync(int64 loop_ref)
 	args[8] = Int64GetDatum(add.duration_count);
 	args[9] = Float8GetDatum(add.duration_sum);
 	args[10] = buckets_datum(&add, nb);
-	if (SPI_execute_plan(bf_keep_plan(&add_counter_plan,
+	if (SPI_execute_plan(keep_plan(&add_counter_plan,
 									  "INSERT INTO batchflow.metric_counter AS c"
 									  "       (workflow, loop_id, shard, owner, succeeded, failed, skipped, retried,"
 									  "        duration_count, duration_sum, duration_buckets, updated_at)"
-									  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, pg_catalog.clock_timestamp())"
-									  "ON CONFLICT (workflow, loop_id, shard) DO UPDATE"
+									  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, pg_catalog.clock_timestamp())"
+									  " ON CONFLICT (workflow, loop_id, shard) DO UPDATE"
 									  "   SET succeeded = c.succeeded + excluded.succeeded,"
 									  "       failed = c.failed + excluded.failed,"
 									  "       skipped = c.skipped + excluded.skipped,"
 									  "       retried = c.retried + excluded.retried,"
 									  "       duration_count = c.duration_count + excluded.duration_count,"
 									  "       duration_sum = c.duration_sum + excluded.duration_sum,"
-									  "       duration_buckets = (SELECT array_agg(x.a + x.b ORDER BY x.n)"
-									  "                             FROM unnest(c.duration_buckets, excluded.duration_buckets)"
-									  "                                  WITH ORDINALITY AS x(a, b, n)),"
+									  "       duration_buckets = batchflow._metric_buckets_plus(c.duration_buckets,"
+									  "                                                         excluded.duration_buckets),"
 									  "       updated_at = excluded.updated_at",
 									  11, add_types),
 						 args, NULL, false, 0) != SPI_OK_INSERT)
@@ -522,24 +595,116 @@ bf_sql_loop_metrics_changed(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_plan(bf_keep_plan(&restoring_plan,
-									  "SELECT batchflow._restoring('batchflow.loop')", 0, NULL),
-						 NULL, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "could not check for a restore");
-	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+	if (!restoring(&restoring_plan, "SELECT batchflow._restoring('batchflow.loop')"))
 	{
 		Datum		args[2];
 		static const Oid types[2] = {INT8OID, INT8OID};
 
 		args[0] = Int64GetDatum(loop_ref);
 		args[1] = heap_getattr(tup, SPI_fnumber(desc, "run_id"), desc, &isnull);
-		if (SPI_execute_plan(bf_keep_plan(&created_plan,
+		if (SPI_execute_plan(keep_plan(&created_plan,
 										  "INSERT INTO batchflow.metric_loop (loop_ref, run_id, counted, prefix_upto, prefix)"
-										  "VALUES ($1, $2, batchflow._metrics_zero(), 0, batchflow._metrics_zero())",
+										  " VALUES ($1, $2, batchflow._metrics_zero(), 0, batchflow._metrics_zero())",
 										  2, types),
 							 args, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not create the metrics of loop " INT64_FORMAT, loop_ref);
 	}
 	SPI_finish();
 	return PointerGetDatum(NULL);
+}
+
+/*
+ * Triggers run_metrics_finished (AFTER UPDATE, finished_at set) and
+ * run_metrics_created_finished (AFTER INSERT of a finished run) on
+ * batchflow.run: count the run into batchflow.metric_run_counter under its
+ * final status.  A restore's load of finished runs is not counted again:
+ * the dump carries the counters.
+ */
+Datum
+bf_sql_run_metrics_finished(PG_FUNCTION_ARGS)
+{
+	static const Oid types[3] = {INT4OID, TEXTOID, INT4OID};
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	TupleDesc	desc;
+	HeapTuple	tup;
+	bool		isnull;
+	Datum		args[3];
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
+		!(TRIGGER_FIRED_BY_INSERT(td->tg_event) || TRIGGER_FIRED_BY_UPDATE(td->tg_event)))
+		elog(ERROR, "batchflow._run_metrics_finished must be an AFTER INSERT or UPDATE row trigger");
+	desc = td->tg_relation->rd_att;
+	tup = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (TRIGGER_FIRED_BY_INSERT(td->tg_event) &&
+		restoring(&run_restoring_plan, "SELECT batchflow._restoring('batchflow.run')"))
+	{
+		SPI_finish();
+		return PointerGetDatum(NULL);
+	}
+	args[0] = heap_getattr(tup, SPI_fnumber(desc, "version_id"), desc, &isnull);
+	args[1] = heap_getattr(tup, SPI_fnumber(desc, "status"), desc, &isnull);
+	args[2] = Int32GetDatum(bf_metric_shard());
+	if (SPI_execute_plan(keep_plan(&run_counter_plan,
+								   "INSERT INTO batchflow.metric_run_counter AS c"
+								   "       (workflow, status, shard, owner, runs, updated_at)"
+								   " SELECT v.workflow, $2, $3, w.owner, 1, pg_catalog.clock_timestamp()"
+								   "  FROM batchflow.workflow_version v"
+								   "  JOIN batchflow.workflow w ON w.name = v.workflow"
+								   " WHERE v.id = $1"
+								   " ON CONFLICT (workflow, status, shard) DO UPDATE"
+								   "   SET runs = c.runs + 1, updated_at = excluded.updated_at",
+								   3, types),
+						 args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not count a finished run");
+	SPI_finish();
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * batchflow._metric_buckets_plus(a bigint[], b bigint[]) returns bigint[]
+ *
+ * a + b element by element (two histograms' cumulative counts), for the
+ * counter upsert: a subquery over unnest ... WITH ORDINALITY there cost
+ * more than the rest of the update.  Arrays of different lengths, or with
+ * nulls, are an error (the tables' CHECK keeps them whole).
+ */
+Datum
+bf_sql_metric_buckets_plus(PG_FUNCTION_ARGS)
+{
+	ArrayType  *a = PG_GETARG_ARRAYTYPE_P(0);
+	ArrayType  *b = PG_GETARG_ARRAYTYPE_P(1);
+	Datum	   *ae;
+	Datum	   *be;
+	bool	   *an;
+	bool	   *bn;
+	int			na;
+	int			nb;
+	Datum	   *sum;
+
+	deconstruct_array(a, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &ae, &an, &na);
+	deconstruct_array(b, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &be, &bn, &nb);
+	if (na != nb)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("histogram bucket arrays of different lengths (%d and %d)", na, nb)));
+	sum = palloc(sizeof(Datum) * Max(na, 1));
+	for (int j = 0; j < na; j++)
+	{
+		int64		r;
+
+		if (an[j] || bn[j])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("histogram bucket arrays must not contain nulls")));
+		if (pg_add_s64_overflow(DatumGetInt64(ae[j]), DatumGetInt64(be[j]), &r))
+			ereport(ERROR,
+					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+					 errmsg("bigint out of range")));
+		sum[j] = Int64GetDatum(r);
+	}
+	PG_RETURN_ARRAYTYPE_P(construct_array(sum, na, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }

@@ -152,4 +152,13 @@ note("from the items: $from_items");
 like($from_items, qr/^17 3 0 3 20 /, 'the items: 17 succeeded, 3 failed after one retry each');
 is($from_counters, $from_items, 'the counters hold exactly the counts of the items');
 
+# The CHECK on metric_counter writes the number of buckets out.
+is( $node->safe_psql(
+		'postgres', q{
+SELECT pg_get_constraintdef(c.oid) = format('CHECK ((cardinality(duration_buckets) = %s))',
+                                            cardinality(batchflow.metric_duration_bounds()))
+  FROM pg_constraint c
+ WHERE c.conrelid = 'batchflow.metric_counter'::regclass AND pg_get_constraintdef(c.oid) LIKE '%duration_buckets%'}),
+	't', 'the CHECK on the bucket arrays has the number of histogram bounds');
+
 done_testing();
