@@ -88,7 +88,6 @@ typedef enum BfLoopClaim
 static SPIPlanPtr bf_keep_claim_plan(SPIPlanPtr *plan, const char *sql, int nargs);
 static void bf_prepare_claim_plans(void);
 static void bf_claim_fill(BfClaim *claim, SPITupleTable *claimed, const LOCKTAG *tag);
-static bool bf_take_cap_lock(int64 loop_ref, int cap, LOCKTAG *tag);
 static void bf_cap_lock_tag(LOCKTAG *tag, int64 loop_ref, int slot);
 static BfLoopClaim bf_claim_under_cap(int64 loop_ref, int cap, bool sequential,
 									bool deps, bool children, TimestampTz now,
@@ -119,7 +118,7 @@ bf_cap_lock_tag(LOCKTAG *tag, int64 loop_ref, int slot)
  * Take any free cap lock of the loop without waiting; false if all c are held.
  * Workers start their search at different cap locks to avoid colliding.
  */
-static bool
+bool
 bf_take_cap_lock(int64 loop_ref, int cap, LOCKTAG *tag)
 {
 	int			start = MyProcPid % cap;

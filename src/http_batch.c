@@ -10,15 +10,18 @@
  *
  *	  1. In the claim transaction the worker takes the loop cap lock at session
  *		 level as well (so it outlives the commit), marks the item running
- *		 with its pid, and claims more items of the same loop the same way,
- *		 up to batchflow.http_max_inflight and the free cap locks; commit.
+ *		 with its pid, and claims more items of the same loop, in one
+ *		 statement (http_claim.c), up to batchflow.http_max_inflight and the
+ *		 free cap locks; commit.
  *	  2. Outside any transaction, each item's requests go onto the multi
- *		 handle; curl_multi_poll waits for any of them.
+ *		 handle; bf_http_wait waits for any of them, or the latch.
  *	  3. Each round, one transaction records every item whose request ended
  *		 (bf_record_result, the loop's error strategy included), runs the
  *		 SQL children that follow an HTTP child, and claims replacement
- *		 items into the freed cap locks; after its commit the finished items'
- *		 session cap lock references are released.
+ *		 items into the freed cap locks (a recorded item's place counts as
+ *		 free at once); the replacements' requests are sent before the
+ *		 commit's flush; after the commit the finished items' session cap
+ *		 lock references are released.
  *
  *	  The cap holds exactly: an item holds its cap lock, at session level,
  *	  from its claim until after its result is committed; a replacement
@@ -65,6 +68,7 @@
 #include "activity_sql.h"
 #include "claim.h"
 #include "http_batch.h"
+#include "http_claim.h"
 #include "item_result.h"
 #include "pool.h"
 #include "progress.h"
@@ -101,12 +105,14 @@ static SPIPlanPtr running_plan = NULL;
 
 static void bf_http_init(void);
 static bool bf_http_cap_lock_is_mine(const LOCKTAG *tag);
+static void bf_http_mark_running(BfClaim *claim);
 static void bf_http_adopt(BfClaim *claim);
 static void bf_http_fill(BfLoopInfo *loop);
 static bool bf_http_needs_txn(BfInflight *item, BfLoopInfo *loop);
 static void bf_http_advance(BfInflight *item, BfLoopInfo *loop);
 static void bf_http_round(void);
 static void bf_http_start(BfInflight *item, BfLoopInfo *loop);
+static void bf_http_send(BfLoopInfo *loop);
 static int	bf_http_collect(void);
 static void bf_http_fail(BfInflight *item, const char *sqlstate, char *error);
 static void bf_http_wait(long max_ms);
@@ -132,10 +138,15 @@ bf_http_init(void)
 	bf_cap_lock_is_mine_hook = bf_http_cap_lock_is_mine;
 }
 
-/* claim.c's question: is this cap lock held by one of our unfinished items? */
+/*
+ * claim.c's question: is this cap lock held by one of our unfinished items,
+ * or taken by the batch being claimed (http_claim.c)?
+ */
 static bool
 bf_http_cap_lock_is_mine(const LOCKTAG *tag)
 {
+	if (bf_http_claim_pending(tag))
+		return true;
 	for (BfInflight *item = inflight; item; item = item->next)
 		if (!item->finished && memcmp(&item->claim.cap_lock, tag, sizeof(LOCKTAG)) == 0)
 			return true;
@@ -143,15 +154,12 @@ bf_http_cap_lock_is_mine(const LOCKTAG *tag)
 }
 
 /*
- * Take over a claimed item (inside SPI, in its claim transaction): hold
- * its cap lock at session level, mark it running, keep a copy of it.
+ * Mark a claimed item running with our pid (inside SPI, in its claim
+ * transaction), for a claim made one at a time (bf_claim_for_http).
  */
 static void
-bf_http_adopt(BfClaim *claim)
+bf_http_mark_running(BfClaim *claim)
 {
-	MemoryContext cxt;
-	MemoryContext old;
-	BfInflight *item;
 	Datum		args[4];
 
 	static const Oid types[4] = {INT8OID, INT4OID, INT4OID, TIMESTAMPTZOID};
@@ -166,6 +174,18 @@ bf_http_adopt(BfClaim *claim)
 	args[3] = TimestampTzGetDatum(claim->started_at);
 	if (SPI_execute_plan(running_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not mark item %d running", claim->idx);
+}
+
+/*
+ * Take over a claimed item already marked running (inside SPI, in its
+ * claim transaction): hold its cap lock at session level, keep a copy of it.
+ */
+static void
+bf_http_adopt(BfClaim *claim)
+{
+	MemoryContext cxt;
+	MemoryContext old;
+	BfInflight *item;
 
 	(void) LockAcquire(&claim->cap_lock, ExclusiveLock, true, false);
 
@@ -194,17 +214,50 @@ bf_http_adopt(BfClaim *claim)
 	ninflight++;
 }
 
-/* Claim more items of the loop, while there is room (inside SPI). */
+/*
+ * Claim more items of the loop, while there is room (inside SPI): as many
+ * as fit in one statement (http_claim.c), or one at a time for the loops
+ * claim.c alone knows how to order.  Items that finished in this round
+ * make room at once, and their cap locks (still held at session level) are
+ * the first ones their replacements take.
+ */
 static void
 bf_http_fill(BfLoopInfo *loop)
 {
-	while (ninflight < bf_http_max_inflight)
+	int			live = 0;
+	int			nreuse = 0;
+	int			want;
+	int			n;
+	BfClaim    *claims;
+	LOCKTAG    *reuse;
+
+	for (BfInflight *item = inflight; item; item = item->next)
+		if (!item->finished)
+			live++;
+	want = bf_http_max_inflight - live;
+	if (want <= 0)
+		return;
+	reuse = palloc(sizeof(LOCKTAG) * Max(ninflight - live, 1));
+	for (BfInflight *item = inflight; item; item = item->next)
+		if (item->finished)
+			reuse[nreuse++] = item->claim.cap_lock;
+	claims = palloc(sizeof(BfClaim) * want);
+	n = bf_http_claim_batch(loop, want, reuse, nreuse, claims);
+	for (int i = 0; i < n; i++)
+		bf_http_adopt(&claims[i]);
+	pfree(claims);
+	pfree(reuse);
+	if (n >= 0)
+		return;
+	while (live < bf_http_max_inflight)
 	{
 		BfClaim		claim;
 
 		if (!bf_claim_for_http(loop, &claim))
 			break;
+		bf_http_mark_running(&claim);
 		bf_http_adopt(&claim);
+		live++;
 	}
 }
 
@@ -220,6 +273,7 @@ bf_http_take(BfClaim *claim)
 	batch_loop = claim->loop->loop_ref;
 	batch_info = claim->loop;
 	batch_nsp = get_namespace_oid("batchflow", false);
+	bf_http_mark_running(claim);
 	bf_http_adopt(claim);
 	if (!claim->loop->sequential)
 		bf_http_fill(claim->loop);
@@ -369,6 +423,14 @@ bf_http_round(void)
 				bf_http_advance(item, loop);
 	}
 
+	/*
+	 * The replacements' requests go out now rather than after the commit's
+	 * flush: each holds its cap lock already, and if this transaction does
+	 * not commit, its items stay pending and are sent again (HTTP effects
+	 * are at-least-once); nothing here waits on the network.
+	 */
+	if (loop != NULL)
+		bf_http_send(loop);
 	bf_progress_flush();
 	bf_txn_end();
 
@@ -434,6 +496,28 @@ bf_http_start(BfInflight *item, BfLoopInfo *loop)
 		return;
 	}
 	item->req = req;
+}
+
+/*
+ * Start the requests of the items waiting at an HTTP child, and let libcurl
+ * send what it can without waiting.
+ */
+static void
+bf_http_send(BfLoopInfo *loop)
+{
+	int			running;
+	bool		any = false;
+
+	for (BfInflight *item = inflight; item; item = item->next)
+		if (item->req == NULL && !item->http_done && !item->finished &&
+			item->next_child < loop->nchildren &&
+			strcmp(loop->children[item->next_child].activity, "http") == 0)
+		{
+			bf_http_start(item, loop);
+			any = true;
+		}
+	if (any)
+		curl_multi_perform(multi, &running);
 }
 
 /* Take in the requests that ended; returns how many. */
@@ -565,13 +649,7 @@ bf_http_drive(void)
 		if (inflight == NULL)
 			break;
 
-		/* Start the requests of items waiting at an HTTP child. */
-		for (BfInflight *item = inflight; item; item = item->next)
-			if (item->req == NULL && !item->http_done && !item->finished &&
-				item->next_child < batch_info->nchildren &&
-				strcmp(batch_info->children[item->next_child].activity, "http") == 0)
-				bf_http_start(item, batch_info);
-
+		bf_http_send(batch_info);
 		snprintf(activity, sizeof(activity), "batchflow: %d HTTP items in flight", ninflight);
 		pgstat_report_activity(STATE_RUNNING, activity);
 		curl_multi_perform(multi, &running);
@@ -605,6 +683,7 @@ bf_http_abandon(void)
 {
 	if (multi == NULL)
 		return;
+	bf_http_claim_reset();
 	for (BfInflight *item = inflight; item; item = item->next)
 	{
 		if (item->req != NULL)
