@@ -84,11 +84,10 @@ typedef struct BfItemMetrics
 
 static SPIPlanPtr nbounds_plan = NULL;
 static SPIPlanPtr range_plan = NULL;
-static SPIPlanPtr retried_plan = NULL;
+static SPIPlanPtr range_retried_plan = NULL;
+static SPIPlanPtr locked_plan = NULL;
 static SPIPlanPtr loop_plan = NULL;
-static SPIPlanPtr metric_loop_plan = NULL;
-static SPIPlanPtr save_loop_plan = NULL;
-static SPIPlanPtr add_counter_plan = NULL;
+static SPIPlanPtr save_plan = NULL;
 static SPIPlanPtr restoring_plan = NULL;
 static SPIPlanPtr created_plan = NULL;
 static SPIPlanPtr run_restoring_plan = NULL;
@@ -276,37 +275,58 @@ metrics_from_row(HeapTuple row, TupleDesc desc, int first, BfItemMetrics *m)
 	}
 }
 
+/* The ended items of a loop in an index range, by status and k. */
+#define BF_RANGE_SQL \
+	"SELECT s.status, pg_catalog.width_bucket(s.us - 1, b.us_bounds), count(*), sum(s.us)::bigint" \
+	"  FROM (SELECT i.status," \
+	"               CASE WHEN i.status IN ('succeeded', 'failed') AND i.started_at IS NOT NULL" \
+	"                    THEN greatest(round(extract(epoch FROM i.finished_at - i.started_at) * 1000000), 0)::bigint" \
+	"               END AS us" \
+	"          FROM batchflow.item i" \
+	"         WHERE i.loop_ref = $1 AND i.idx >= $2 AND i.idx < $3" \
+	"           AND i.finished_at IS NOT NULL) s," \
+	"       (SELECT array_agg((x * 1000000)::bigint ORDER BY x) AS us_bounds" \
+	"          FROM unnest(batchflow.metric_duration_bounds()) x) b" \
+	" GROUP BY 1, 2"
+
+/*
+ * The loop's failed attempts that were followed by another: all its failed
+ * attempts less the last one of each item that failed for good.
+ */
+#define BF_RETRIED_SQL \
+	"SELECT (SELECT count(*) FROM batchflow.item_error e WHERE e.loop_ref = $1)" \
+	"     - (SELECT count(DISTINCT e.idx)" \
+	"          FROM batchflow.item_error e" \
+	"          JOIN batchflow.item i ON i.loop_ref = e.loop_ref AND i.idx = e.idx" \
+	"         WHERE e.loop_ref = $1 AND i.status = 'failed')"
+
 /*
  * The counts and duration histogram of the ended items of loop loop_ref
- * with from <= idx < to (inside SPI); retried is left 0.  One pass over
- * the primary key, grouped by status and by k, the number of bounds
- * below the duration (an item of d us is in every bucket j with k < j).
+ * with from <= idx < to (inside SPI).  One pass over the primary key,
+ * grouped by status and by k, the number of bounds below the duration (an
+ * item of d us is in every bucket j with k < j).  With want_retried the
+ * same statement also counts the loop's retried attempts (one more row,
+ * its status null); otherwise retried is left 0.
  */
 static void
-bf_range_metrics(int64 loop_ref, int32 from, int32 to, BfItemMetrics *m)
+bf_range_metrics(int64 loop_ref, int32 from, int32 to, bool want_retried, BfItemMetrics *m)
 {
 	static const Oid types[3] = {INT8OID, INT4OID, INT4OID};
 	Datum		args[3];
 	int			nb = bf_metric_nbounds();
 	int64		us_total = 0;
+	SPIPlanPtr	plan;
 
 	args[0] = Int64GetDatum(loop_ref);
 	args[1] = Int32GetDatum(from);
 	args[2] = Int32GetDatum(to);
-	if (SPI_execute_plan(keep_plan(&range_plan,
-									  "SELECT s.status, pg_catalog.width_bucket(s.us - 1, b.us_bounds), count(*), sum(s.us)::bigint"
-									  "  FROM (SELECT i.status,"
-									  "               CASE WHEN i.status IN ('succeeded', 'failed') AND i.started_at IS NOT NULL"
-									  "                    THEN greatest(round(extract(epoch FROM i.finished_at - i.started_at) * 1000000), 0)::bigint"
-									  "               END AS us"
-									  "          FROM batchflow.item i"
-									  "         WHERE i.loop_ref = $1 AND i.idx >= $2 AND i.idx < $3"
-									  "           AND i.finished_at IS NOT NULL) s,"
-									  "       (SELECT array_agg((x * 1000000)::bigint ORDER BY x) AS us_bounds"
-									  "          FROM unnest(batchflow.metric_duration_bounds()) x) b"
-									  " GROUP BY 1, 2",
-									  3, types),
-						 args, NULL, true, 0) != SPI_OK_SELECT)
+	if (want_retried)
+		plan = keep_plan(&range_retried_plan,
+						 BF_RANGE_SQL " UNION ALL SELECT NULL, NULL, (" BF_RETRIED_SQL "), NULL",
+						 3, types);
+	else
+		plan = keep_plan(&range_plan, BF_RANGE_SQL, 3, types);
+	if (SPI_execute_plan(plan, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not count the items of loop " INT64_FORMAT, loop_ref);
 
 	metrics_zero(m);
@@ -321,6 +341,11 @@ bf_range_metrics(int64 loop_ref, int32 from, int32 to, BfItemMetrics *m)
 		int64		n = DatumGetInt64(SPI_getbinval(row, desc, 3, &isnull));
 		int64		us = DatumGetInt64(SPI_getbinval(row, desc, 4, &isnull));
 
+		if (status == NULL)
+		{
+			m->retried = n;		/* the retried row */
+			continue;
+		}
 		if (!isnull)
 			us_total += us;
 		if (strcmp(status, "succeeded") == 0)
@@ -339,25 +364,6 @@ bf_range_metrics(int64 loop_ref, int32 from, int32 to, BfItemMetrics *m)
 	SPI_freetuptable(SPI_tuptable);
 }
 
-/* Failed attempts of loop loop_ref that were retried (inside SPI). */
-static int64
-bf_loop_retried(int64 loop_ref)
-{
-	Datum		arg = Int64GetDatum(loop_ref);
-	bool		isnull;
-
-	if (SPI_execute_plan(keep_plan(&retried_plan,
-									  "SELECT (SELECT count(*) FROM batchflow.item_error e WHERE e.loop_ref = $1)"
-									  "     - (SELECT count(DISTINCT e.idx)"
-									  "          FROM batchflow.item_error e"
-									  "          JOIN batchflow.item i ON i.loop_ref = e.loop_ref AND i.idx = e.idx"
-									  "         WHERE e.loop_ref = $1 AND i.status = 'failed')",
-									  1, bf_int8_arg),
-						 &arg, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "could not count the retried attempts of loop " INT64_FORMAT, loop_ref);
-	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-}
-
 /*
  * A loop closed, or bf_retry re-opened it: count its items (the prefix
  * known so far plus the items above it, or all of them after a
@@ -369,12 +375,12 @@ bf_loop_retried(int64 loop_ref)
 void
 bf_metrics_sync(int64 loop_ref)
 {
-	static const Oid save_types[9] = {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
-	INT8OID, INT8OID, FLOAT8OID, INT8ARRAYOID};
-	static const Oid add_types[11] = {TEXTOID, TEXTOID, INT4OID, OIDOID, INT8OID, INT8OID,
-	INT8OID, INT8OID, INT8OID, FLOAT8OID, INT8ARRAYOID};
+	static const Oid save_types[20] = {
+		INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, FLOAT8OID, INT8ARRAYOID,
+		TEXTOID, TEXTOID, INT4OID, OIDOID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
+	FLOAT8OID, INT8ARRAYOID};
 	Datum		arg = Int64GetDatum(loop_ref);
-	Datum		args[11];
+	Datum		args[20];
 	HeapTuple	row;
 	TupleDesc	desc;
 	bool		isnull;
@@ -384,7 +390,7 @@ bf_metrics_sync(int64 loop_ref)
 	char	   *workflow;
 	Oid			owner;
 	bool		have_row;
-	int32		prefix_upto;
+	int32		prefix_upto = 0;
 	BfItemMetrics counted;
 	BfItemMetrics prefix;
 	BfItemMetrics now;
@@ -395,20 +401,45 @@ bf_metrics_sync(int64 loop_ref)
 		elog(ERROR, "SPI_connect failed");
 	nb = bf_metric_nbounds();
 
-	if (SPI_execute_plan(keep_plan(&loop_plan,
-									  "SELECT l.run_id, l.node_id, l.finished_at IS NOT NULL, v.workflow, w.owner"
-									  "  FROM batchflow.loop l"
-									  "  JOIN batchflow.run r ON r.id = l.run_id"
-									  "  JOIN batchflow.workflow_version v ON v.id = r.version_id"
-									  "  JOIN batchflow.workflow w ON w.name = v.workflow"
-									  " WHERE l.id = $1",
-									  1, bf_int8_arg),
+	/* The loop, its workflow and its metric_loop row, locked. */
+	if (SPI_execute_plan(keep_plan(&locked_plan,
+								   "SELECT l.run_id, l.node_id, l.finished_at IS NOT NULL, v.workflow, w.owner,"
+								   "       (m.counted).succeeded, (m.counted).failed, (m.counted).skipped,"
+								   "       (m.counted).retried, (m.counted).duration_count,"
+								   "       (m.counted).duration_sum, (m.counted).duration_buckets,"
+								   "       (m.prefix).succeeded, (m.prefix).failed, (m.prefix).skipped,"
+								   "       (m.prefix).retried, (m.prefix).duration_count,"
+								   "       (m.prefix).duration_sum, (m.prefix).duration_buckets,"
+								   "       m.prefix_upto"
+								   "  FROM batchflow.loop l"
+								   "  JOIN batchflow.run r ON r.id = l.run_id"
+								   "  JOIN batchflow.workflow_version v ON v.id = r.version_id"
+								   "  JOIN batchflow.workflow w ON w.name = v.workflow"
+								   "  JOIN batchflow.metric_loop m ON m.loop_ref = l.id"
+								   " WHERE l.id = $1"
+								   "   FOR UPDATE OF m",
+								   1, bf_int8_arg),
 						 &arg, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not look up loop " INT64_FORMAT, loop_ref);
-	if (SPI_processed == 0)
+		elog(ERROR, "could not lock the metrics of loop " INT64_FORMAT, loop_ref);
+	have_row = SPI_processed > 0;
+	if (!have_row)
 	{
-		SPI_finish();
-		return;
+		/* No metric_loop row (a restore that did not carry it): from 0. */
+		if (SPI_execute_plan(keep_plan(&loop_plan,
+									   "SELECT l.run_id, l.node_id, l.finished_at IS NOT NULL, v.workflow, w.owner"
+									   "  FROM batchflow.loop l"
+									   "  JOIN batchflow.run r ON r.id = l.run_id"
+									   "  JOIN batchflow.workflow_version v ON v.id = r.version_id"
+									   "  JOIN batchflow.workflow w ON w.name = v.workflow"
+									   " WHERE l.id = $1",
+									   1, bf_int8_arg),
+							 &arg, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not look up loop " INT64_FORMAT, loop_ref);
+		if (SPI_processed == 0)
+		{
+			SPI_finish();
+			return;
+		}
 	}
 	row = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
@@ -417,46 +448,32 @@ bf_metrics_sync(int64 loop_ref)
 	finished = DatumGetBool(SPI_getbinval(row, desc, 3, &isnull));
 	workflow = SPI_getvalue(row, desc, 4);
 	owner = DatumGetObjectId(SPI_getbinval(row, desc, 5, &isnull));
-
-	if (SPI_execute_plan(keep_plan(&metric_loop_plan,
-									  "SELECT (m.counted).succeeded, (m.counted).failed, (m.counted).skipped,"
-									  "       (m.counted).retried, (m.counted).duration_count,"
-									  "       (m.counted).duration_sum, (m.counted).duration_buckets,"
-									  "       (m.prefix).succeeded, (m.prefix).failed, (m.prefix).skipped,"
-									  "       (m.prefix).retried, (m.prefix).duration_count,"
-									  "       (m.prefix).duration_sum, (m.prefix).duration_buckets,"
-									  "       m.prefix_upto"
-									  "  FROM batchflow.metric_loop m WHERE m.loop_ref = $1 FOR UPDATE",
-									  1, bf_int8_arg),
-						 &arg, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not lock the metrics of loop " INT64_FORMAT, loop_ref);
-	have_row = SPI_processed > 0;
 	metrics_zero(&counted);
 	metrics_zero(&prefix);
-	prefix_upto = 0;
 	if (have_row)
 	{
-		row = SPI_tuptable->vals[0];
-		desc = SPI_tuptable->tupdesc;
-		metrics_from_row(row, desc, 1, &counted);
-		metrics_from_row(row, desc, 8, &prefix);
-		prefix_upto = DatumGetInt32(SPI_getbinval(row, desc, 15, &isnull));
+		metrics_from_row(row, desc, 6, &counted);
+		metrics_from_row(row, desc, 13, &prefix);
+		prefix_upto = DatumGetInt32(SPI_getbinval(row, desc, 20, &isnull));
 	}
 
 	if (finished && have_row)
 	{
 		BfItemMetrics above;
 
-		bf_range_metrics(loop_ref, prefix_upto, PG_INT32_MAX, &above);
+		bf_range_metrics(loop_ref, prefix_upto, PG_INT32_MAX, true, &above);
 		now = prefix;
 		metrics_add(&now, &above);
+		now.retried = above.retried;
 	}
 	else
-		bf_range_metrics(loop_ref, 0, PG_INT32_MAX, &now);
-	now.retried = bf_loop_retried(loop_ref);
+		bf_range_metrics(loop_ref, 0, PG_INT32_MAX, true, &now);
 	metrics_minus(&add, &now, &counted);
 
-	/* Remember what is counted; the prefix starts again from 0. */
+	/*
+	 * Remember what is counted (the prefix starts again from 0), and add
+	 * what is new to this session's counter row: one statement.
+	 */
 	args[0] = arg;
 	args[1] = Int64GetDatum(run_id);
 	args[2] = Int64GetDatum(now.succeeded);
@@ -466,43 +483,41 @@ bf_metrics_sync(int64 loop_ref)
 	args[6] = Int64GetDatum(now.duration_count);
 	args[7] = Float8GetDatum(now.duration_sum);
 	args[8] = buckets_datum(&now, nb);
-	if (SPI_execute_plan(keep_plan(&save_loop_plan,
-									  "INSERT INTO batchflow.metric_loop (loop_ref, run_id, counted, prefix_upto, prefix)"
-									  " VALUES ($1, $2, ROW($3, $4, $5, $6, $7, $8, $9)::batchflow.item_metrics, 0,"
-									  "        batchflow._metrics_zero())"
-									  " ON CONFLICT (loop_ref) DO UPDATE"
-									  "   SET counted = excluded.counted, prefix_upto = 0, prefix = excluded.prefix",
-									  9, save_types),
-						 args, NULL, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "could not save the metrics of loop " INT64_FORMAT, loop_ref);
-
-	args[0] = CStringGetTextDatum(workflow);
-	args[1] = CStringGetTextDatum(node_id);
-	args[2] = Int32GetDatum(bf_metric_shard());
-	args[3] = ObjectIdGetDatum(owner);
-	args[4] = Int64GetDatum(add.succeeded);
-	args[5] = Int64GetDatum(add.failed);
-	args[6] = Int64GetDatum(add.skipped);
-	args[7] = Int64GetDatum(add.retried);
-	args[8] = Int64GetDatum(add.duration_count);
-	args[9] = Float8GetDatum(add.duration_sum);
-	args[10] = buckets_datum(&add, nb);
-	if (SPI_execute_plan(keep_plan(&add_counter_plan,
-									  "INSERT INTO batchflow.metric_counter AS c"
-									  "       (workflow, loop_id, shard, owner, succeeded, failed, skipped, retried,"
-									  "        duration_count, duration_sum, duration_buckets, updated_at)"
-									  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, pg_catalog.clock_timestamp())"
-									  " ON CONFLICT (workflow, loop_id, shard) DO UPDATE"
-									  "   SET succeeded = c.succeeded + excluded.succeeded,"
-									  "       failed = c.failed + excluded.failed,"
-									  "       skipped = c.skipped + excluded.skipped,"
-									  "       retried = c.retried + excluded.retried,"
-									  "       duration_count = c.duration_count + excluded.duration_count,"
-									  "       duration_sum = c.duration_sum + excluded.duration_sum,"
-									  "       duration_buckets = batchflow._metric_buckets_plus(c.duration_buckets,"
-									  "                                                         excluded.duration_buckets),"
-									  "       updated_at = excluded.updated_at",
-									  11, add_types),
+	args[9] = CStringGetTextDatum(workflow);
+	args[10] = CStringGetTextDatum(node_id);
+	args[11] = Int32GetDatum(bf_metric_shard());
+	args[12] = ObjectIdGetDatum(owner);
+	args[13] = Int64GetDatum(add.succeeded);
+	args[14] = Int64GetDatum(add.failed);
+	args[15] = Int64GetDatum(add.skipped);
+	args[16] = Int64GetDatum(add.retried);
+	args[17] = Int64GetDatum(add.duration_count);
+	args[18] = Float8GetDatum(add.duration_sum);
+	args[19] = buckets_datum(&add, nb);
+	if (SPI_execute_plan(keep_plan(&save_plan,
+								   "WITH saved AS ("
+								   "  INSERT INTO batchflow.metric_loop (loop_ref, run_id, counted, prefix_upto, prefix)"
+								   "  VALUES ($1, $2, ROW($3, $4, $5, $6, $7, $8, $9)::batchflow.item_metrics, 0,"
+								   "          batchflow._metrics_zero())"
+								   "  ON CONFLICT (loop_ref) DO UPDATE"
+								   "     SET counted = excluded.counted, prefix_upto = 0, prefix = excluded.prefix"
+								   "  RETURNING 1)"
+								   " INSERT INTO batchflow.metric_counter AS c"
+								   "       (workflow, loop_id, shard, owner, succeeded, failed, skipped, retried,"
+								   "        duration_count, duration_sum, duration_buckets, updated_at)"
+								   " VALUES ($10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,"
+								   "         pg_catalog.clock_timestamp())"
+								   " ON CONFLICT (workflow, loop_id, shard) DO UPDATE"
+								   "   SET succeeded = c.succeeded + excluded.succeeded,"
+								   "       failed = c.failed + excluded.failed,"
+								   "       skipped = c.skipped + excluded.skipped,"
+								   "       retried = c.retried + excluded.retried,"
+								   "       duration_count = c.duration_count + excluded.duration_count,"
+								   "       duration_sum = c.duration_sum + excluded.duration_sum,"
+								   "       duration_buckets = batchflow._metric_buckets_plus(c.duration_buckets,"
+								   "                                                         excluded.duration_buckets),"
+								   "       updated_at = excluded.updated_at",
+								   20, save_types),
 						 args, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not add loop " INT64_FORMAT " to the metric counters", loop_ref);
 	SPI_finish();
@@ -541,7 +556,7 @@ bf_sql_range_metrics(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	nb = bf_metric_nbounds();
-	bf_range_metrics(PG_GETARG_INT64(0), PG_GETARG_INT32(1), PG_GETARG_INT32(2), &m);
+	bf_range_metrics(PG_GETARG_INT64(0), PG_GETARG_INT32(1), PG_GETARG_INT32(2), false, &m);
 	SPI_finish();
 	values[0] = Int64GetDatum(m.succeeded);
 	values[1] = Int64GetDatum(m.failed);
