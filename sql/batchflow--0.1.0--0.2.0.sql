@@ -498,6 +498,8 @@ COMMENT ON TRIGGER loop_wake ON batchflow.loop IS 'Wakes min(items, cap) idle wo
 -- NOTIFY payloads of a new run and a new loop, built from the new row
 -- instead of the progress view: nothing has ended yet (a third of
 -- bf_start's time went into planning the view; sql/parts/41_progress_compute.sql).
+-- They are announced through batchflow._announce (created at the end of
+-- this script, section "Announcements after the commit").
 CREATE OR REPLACE FUNCTION batchflow._loop_created() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -514,7 +516,7 @@ BEGIN
      * item yet (they are inserted after it), so nothing has ended or is
      * executing.  Planning _progress_json's view was half of bf_start.
      */
-    PERFORM pg_notify('batchflow_progress',
+    PERFORM batchflow._announce(
                       json_build_object('run', NEW.run_id, 'loop', NEW.node_id, 'kind', NEW.kind,
                                         'status', NEW.status, 'total', NEW.total::bigint,
                                         'completed', 0, 'failed', 0, 'skipped', 0,
@@ -531,12 +533,12 @@ AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
         -- _run_json(NEW.id, NEW.status), written out: a new run has no loop yet.
-        PERFORM pg_notify('batchflow_progress',
+        PERFORM batchflow._announce(
                           json_build_object('run', NEW.id, 'loop', NULL, 'kind', 'run',
                                             'status', NEW.status, 'total', 0,
                                             'completed', 0, 'failed', 0, 'skipped', 0)::text);
     ELSE
-        PERFORM pg_notify('batchflow_progress', batchflow._run_json(NEW.id, NEW.status));
+        PERFORM batchflow._announce(batchflow._run_json(NEW.id, NEW.status));
     END IF;
     RETURN NULL;
 END;
@@ -1744,3 +1746,50 @@ COMMENT ON COLUMN batchflow.dashboard.failed IS 'Items failed';
 COMMENT ON COLUMN batchflow.dashboard.errors IS 'Failed attempts, retried ones included';
 COMMENT ON COLUMN batchflow.dashboard.parent_run IS 'For a child run: the run whose item started it (its line comes right under its parent''s)';
 GRANT SELECT ON batchflow.dashboard TO PUBLIC;
+
+-- Announcements after the commit ------------------------------------------------
+-- NOTIFY batchflow_progress is sent after the commit by one announcer per
+-- database (src/announce.c, src/announcer.c), in commit order, instead of
+-- by the transaction that made the change, which held PostgreSQL's notify
+-- lock through its commit (sql/parts/41_progress_compute.sql).
+-- _loop_created and _run_changed above already call batchflow._announce.
+CREATE FUNCTION batchflow._announce(payload text) RETURNS void
+    LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'bf_sql_announce';
+COMMENT ON FUNCTION batchflow._announce(text) IS 'Internal: NOTIFY batchflow_progress with this payload after the commit, in commit order, sent by the database''s announcer';
+REVOKE ALL ON FUNCTION batchflow._announce(text) FROM PUBLIC;
+
+-- A loop changed status, closed or was re-opened.
+CREATE OR REPLACE FUNCTION batchflow._loop_changed() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c batchflow.item_counts;
+BEGIN
+    IF OLD.finished_at IS NULL AND NEW.finished_at IS NOT NULL THEN
+        -- Closed: its items will not change any more; keep their exact counts.
+        c := batchflow._item_counts(NEW.id);
+        UPDATE batchflow.loop_progress
+           SET state = 'final', completed = c.completed, failed = c.failed,
+               skipped = c.skipped, updated_at = clock_timestamp()
+         WHERE loop_ref = NEW.id;
+    ELSIF OLD.finished_at IS NOT NULL AND NEW.finished_at IS NULL THEN
+        -- Re-opened by bf_retry: count items until the launcher rebuilds.
+        UPDATE batchflow.loop_progress
+           SET state = 'recount', updated_at = clock_timestamp()
+         WHERE loop_ref = NEW.id;
+    ELSIF NEW.finished_at IS NULL AND NEW.status <> 'running'
+          AND NOT EXISTS (SELECT 1 FROM batchflow.item i
+                           WHERE i.loop_ref = NEW.id AND i.status IN ('pending', 'running')) THEN
+        /*
+         * Failed or cancelled with no item left to run or wait for: the
+         * next worker (or the launcher) closes it at once, with these very
+         * counts, and announces that.  Announcing both would send the same
+         * payload twice.
+         */
+        RETURN NULL;
+    END IF;
+    PERFORM batchflow._announce(batchflow._progress_json(NEW.id));
+    RETURN NULL;
+END;
+$$;

@@ -24,6 +24,7 @@
 
 #include "batchflow.h"
 #include "activity_http.h"
+#include "announce.h"
 #include "databases.h"
 #include "launcher.h"
 #include "pool.h"
@@ -142,6 +143,7 @@ bf_shmem_request_hook(void)
 	bf_progress_shmem_request();
 	bf_wakeup_shmem_request();
 	bf_databases_shmem_request();
+	bf_announce_shmem_request();
 }
 
 /* Chain to the previous hook, then attach to (or create) batchflow's state. */
@@ -155,6 +157,7 @@ bf_shmem_startup_hook(void)
 	bf_progress_shmem_startup();
 	bf_wakeup_shmem_startup();
 	bf_databases_shmem_startup();
+	bf_announce_shmem_startup();
 }
 
 /*

@@ -11,7 +11,8 @@
  *	  command runs, a ProcessUtility hook asks the database's workers to
  *	  hand their slots back (after their current transaction), keeps new
  *	  ones away for a few seconds, and waits (up to five seconds) for them
- *	  to be gone.  Only the database's owner or a superuser can do this,
+ *	  to be gone; the database's announcer (announcer.c) likewise.  Only
+ *	  the database's owner or a superuser can do this,
  *	  the same roles that may run the command.
  *
  * IDENTIFICATION
@@ -29,6 +30,7 @@
 #include "utils/acl.h"
 
 #include "batchflow.h"
+#include "announce.h"
 #include "databases.h"
 
 static ProcessUtility_hook_type prev_process_utility = NULL;
@@ -85,7 +87,10 @@ bf_process_utility(PlannedStmt *pstmt, const char *queryString,
 
 		if (OidIsValid(dboid) && dboid != MyDatabaseId &&
 			pg_database_ownercheck(dboid, GetUserId()))
+		{
 			bf_db_release(dboid);
+			bf_announce_release(dboid);
+		}
 	}
 
 	if (prev_process_utility)

@@ -46,6 +46,7 @@
 #include "utils/wait_event.h"
 
 #include "batchflow.h"
+#include "announce.h"
 #include "databases.h"
 #include "launcher.h"
 #include "pool.h"
@@ -229,6 +230,7 @@ bf_launcher_main(Datum main_arg)
 		MemoryContextReset(round_cxt);
 
 		bf_serve_databases(handles, alive, orders);
+		bf_announce_rescue();
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 bf_poll_interval_ms, PG_WAIT_EXTENSION);

@@ -19,6 +19,8 @@
  *	  the loop row FOR KEY SHARE SKIP LOCKED, so that the close of the
  *	  loop (FOR UPDATE) commits after it: a loop's last payload is its
  *	  close's, never a 'running' one from a snapshot taken before it.
+ *	  (The payload is sent after the commit by the database's announcer,
+ *	  in the order the transactions passed pre-commit: announce.c.)
  *
  *	  Exactness: pending counts change only when a transaction commits
  *	  (an XactCallback), so counters + pending = items finished, at every
@@ -64,6 +66,7 @@
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 
+#include "announce.h"
 #include "claim.h"
 #include "pool.h"
 #include "progress.h"
@@ -408,7 +411,7 @@ bf_progress_write(TimestampTz now)
 				 " FOR KEY SHARE SKIP LOCKED",
 				 1, notify_types);
 	bf_keep_plan(&notify_plan,
-				 "SELECT pg_notify('batchflow_progress', batchflow._progress_json($1))",
+				 "SELECT batchflow._progress_json($1)",
 				 1, notify_types);
 
 	txn_nflushed = bf_pending_copy(my_slotno, txn_flushed_pending);
@@ -447,15 +450,18 @@ bf_progress_write(TimestampTz now)
 		if (bf_rate_announce_due(all[i].loop_ref, now, bf_progress_interval_ms))
 		{
 			Datum		arg = Int64GetDatum(all[i].loop_ref);
+			char	   *payload;
 
 			rc = SPI_execute_plan(notify_lock_plan, &arg, NULL, false, 0);
 			if (rc != SPI_OK_SELECT)
 				elog(ERROR, "could not lock loop for progress: %s", SPI_result_code_string(rc));
 			if (SPI_processed == 0)
 				continue;
-			rc = SPI_execute_plan(notify_plan, &arg, NULL, false, 0);
-			if (rc != SPI_OK_SELECT)
-				elog(ERROR, "could not notify progress: %s", SPI_result_code_string(rc));
+			rc = SPI_execute_plan(notify_plan, &arg, NULL, false, 1);
+			if (rc != SPI_OK_SELECT || SPI_processed != 1)
+				elog(ERROR, "could not compute progress: %s", SPI_result_code_string(rc));
+			payload = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+			bf_announce(payload != NULL ? payload : "");
 		}
 	}
 }

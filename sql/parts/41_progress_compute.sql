@@ -1,7 +1,7 @@
 /*
  * batchflow install script, part 41: the progress of every loop (one view
  * for every reader) and the NOTIFY batchflow_progress payloads announced
- * at status changes.
+ * at status changes (through batchflow._announce: sent after the commit).
  */
 
 -- The computation ---------------------------------------------------------------
@@ -106,6 +106,14 @@ COMMENT ON COLUMN batchflow._progress_all.owner IS 'OID of the role that started
 
 -- Status changes -----------------------------------------------------------------
 
+-- Announce a payload on NOTIFY batchflow_progress once this transaction
+-- has committed, sent by the database's announcer (src/announce.c) so
+-- that the transaction itself does not take PostgreSQL's notify lock.
+CREATE FUNCTION batchflow._announce(payload text) RETURNS void
+    LANGUAGE C VOLATILE AS 'MODULE_PATHNAME', 'bf_sql_announce';
+COMMENT ON FUNCTION batchflow._announce(text) IS 'Internal: NOTIFY batchflow_progress with this payload after the commit, in commit order, sent by the database''s announcer';
+REVOKE ALL ON FUNCTION batchflow._announce(text) FROM PUBLIC;
+
 -- The payload announced for a loop: run, loop, status and counts.
 -- PL/pgSQL, not SQL: its plan of _progress_all is kept for the session
 -- (a SQL function planned that view again on every call; the workers
@@ -162,7 +170,7 @@ BEGIN
      * item yet (they are inserted after it), so nothing has ended or is
      * executing.  Planning _progress_json's view was half of bf_start.
      */
-    PERFORM pg_notify('batchflow_progress',
+    PERFORM batchflow._announce(
                       json_build_object('run', NEW.run_id, 'loop', NEW.node_id, 'kind', NEW.kind,
                                         'status', NEW.status, 'total', NEW.total::bigint,
                                         'completed', 0, 'failed', 0, 'skipped', 0,
@@ -203,7 +211,7 @@ BEGIN
          */
         RETURN NULL;
     END IF;
-    PERFORM pg_notify('batchflow_progress', batchflow._progress_json(NEW.id));
+    PERFORM batchflow._announce(batchflow._progress_json(NEW.id));
     RETURN NULL;
 END;
 $$;
@@ -216,12 +224,12 @@ AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
         -- _run_json(NEW.id, NEW.status), written out: a new run has no loop yet.
-        PERFORM pg_notify('batchflow_progress',
+        PERFORM batchflow._announce(
                           json_build_object('run', NEW.id, 'loop', NULL, 'kind', 'run',
                                             'status', NEW.status, 'total', 0,
                                             'completed', 0, 'failed', 0, 'skipped', 0)::text);
     ELSE
-        PERFORM pg_notify('batchflow_progress', batchflow._run_json(NEW.id, NEW.status));
+        PERFORM batchflow._announce(batchflow._run_json(NEW.id, NEW.status));
     END IF;
     RETURN NULL;
 END;
