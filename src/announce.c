@@ -10,12 +10,16 @@
  *	  previous one: bf_start, loop closes and progress flushes all
  *	  announce, and they went one at a time.  Here, such a transaction
  *	  only computes its payloads (batchflow._announce, from the progress
- *	  triggers and progress_count.c) and, at pre-commit, reserves one
- *	  entry per payload in a shared queue of its database; at commit the
- *	  entries become ready, at abort they are cancelled.  The database's
- *	  announcer (announcer.c) sends the ready entries in one short
- *	  transaction of its own: many NOTIFYs, one commit (asynchronous: a
- *	  notification survives no crash anyway), one hold of the notify lock.
+ *	  triggers and progress_count.c).  At pre-commit, if the notify lock
+ *	  is free (no other commit is notifying) and nothing of its database
+ *	  is pending in the queue below, it takes the lock without waiting and
+ *	  notifies itself, as before: no delay, no extra transaction.
+ *	  Otherwise it reserves one entry per payload in a shared queue of its
+ *	  database; at commit the entries become ready, at abort they are
+ *	  cancelled.  The database's announcer (announcer.c) sends the ready
+ *	  entries in one short transaction of its own: many NOTIFYs, one
+ *	  commit (asynchronous: a notification survives no crash anyway), one
+ *	  hold of the notify lock.
  *
  *	  Invariants, and why they hold:
  *	  - Order.  Entries of a database are queued in the order their
@@ -45,6 +49,10 @@
  *	    takes and its own payloads in one transaction, where PostgreSQL
  *	    would merge two equal ones; payloads carry a run's counts, so two
  *	    equal ones say the same thing.)
+ *	  - The uncontended path takes, like the fallback below, the ready
+ *	    entries reserved before it ahead of its own payloads; it gives up
+ *	    (and queues) if any of them is pending or being sent, and it only
+ *	    tries the notify lock, so it never waits while holding it.
  *	  - The fallback.  When the database has no running announcer (not
  *	    started yet, leaving, not served by the pool, batchflow not
  *	    preloaded), the queue is full, or a payload is too long for an
@@ -71,16 +79,19 @@
 
 #include "access/parallel.h"
 #include "access/xact.h"
+#include "catalog/pg_database.h"
 #include "commands/async.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/condition_variable.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lock.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
@@ -159,6 +170,9 @@ typedef struct BfAnnPayload
 	int			level;			/* subtransaction nesting level */
 } BfAnnPayload;
 
+/* Tests only: queue even when the notify lock is free. */
+static bool bf_debug_announce_queued = false;
+
 static BfAnnShared *BfAnn = NULL;
 static LWLock *ann_lock = NULL;
 
@@ -183,7 +197,10 @@ static void bf_ann_subxact_callback(SubXactEvent event, SubTransactionId mySubid
 									SubTransactionId parentSubid, void *arg);
 static int	bf_ann_unique(BfAnnPayload ***out);
 static void bf_ann_pre_commit(void);
+static bool bf_ann_send_if_free(BfAnnPayload **p, int n);
 static void bf_ann_send_now(BfAnnPayload **p, int n);
+static int	bf_ann_take_before(BfAnnDb *db, uint64 before, char **queued);
+static void bf_ann_notify(char **queued, int nqueued, BfAnnPayload **p, int n);
 static void bf_ann_at_commit(void);
 static void bf_ann_at_abort(void);
 static void bf_ann_reset_txn(void);
@@ -196,6 +213,20 @@ static void bf_ann_append(BfAnnDb *db, int32 e);
 static void bf_ann_pop(BfAnnDb *db);
 static void bf_ann_sender_detach(int code, Datum arg);
 static void bf_ann_start_failed(int code, Datum arg);
+
+/* Declare batchflow.debug_announce_queued (any backend). */
+void
+bf_announce_define_gucs(void)
+{
+	DefineCustomBoolVariable("batchflow.debug_announce_queued",
+							 "For tests: progress announcements always go through the database's announcer when it runs.",
+							 "Off (the default), a transaction that finds no other commit notifying sends its payloads itself, at once.",
+							 &bf_debug_announce_queued,
+							 false,
+							 PGC_SIGHUP,
+							 GUC_NOT_IN_SAMPLE,
+							 NULL, NULL, NULL);
+}
 
 /* Size of the shared queue. */
 static Size
@@ -401,6 +432,10 @@ bf_ann_pre_commit(void)
 	now = GetCurrentTimestamp();
 	txn_dboid = MyDatabaseId;
 
+	/* No other commit is notifying right now: notify here, at once. */
+	if (!bf_debug_announce_queued && bf_ann_send_if_free(p, n))
+		return;
+
 	LWLockAcquire(ann_lock, LW_EXCLUSIVE);
 	db = bf_ann_db(MyDatabaseId, served);
 	if (db != NULL && db->sender == BF_SENDER_RUNNING && fits &&
@@ -438,6 +473,55 @@ bf_ann_pre_commit(void)
 }
 
 /*
+ * The uncontended case: if no entry of this database reserved before now
+ * is pending or being sent and PostgreSQL's notify lock is free, take
+ * the lock (PreCommit_Notify then finds it held) and notify those entries
+ * and this transaction's payloads here, as plain NOTIFY would: no delay,
+ * no announcer transaction.  Otherwise false, holding nothing.  The lock
+ * is only tried, never waited for, and is taken before the queue is
+ * looked at again: a transaction that holds it never waits for an entry
+ * (the announcer needs it to send them).
+ */
+static bool
+bf_ann_send_if_free(BfAnnPayload **p, int n)
+{
+	LOCKTAG		tag;
+	BfAnnDb    *db;
+	uint64		before;
+	bool		busy;
+	char	  **queued;
+	int			nqueued = 0;
+
+	LWLockAcquire(ann_lock, LW_SHARED);
+	before = BfAnn->next_seq;
+	db = bf_ann_db(MyDatabaseId, false);
+	busy = (db != NULL && bf_ann_queue_busy(db, before));
+	LWLockRelease(ann_lock);
+	if (busy)
+		return false;
+
+	/* The lock PreCommit_Notify takes (async.c), without waiting. */
+	SET_LOCKTAG_OBJECT(tag, InvalidOid, DatabaseRelationId, InvalidOid, 0);
+	if (LockAcquire(&tag, AccessExclusiveLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
+		return false;
+
+	queued = palloc(sizeof(char *) * BF_ANN_ENTRIES);
+	LWLockAcquire(ann_lock, LW_EXCLUSIVE);
+	db = bf_ann_db(MyDatabaseId, false);
+	if (db != NULL && bf_ann_queue_busy(db, before))
+	{
+		LWLockRelease(ann_lock);
+		LockRelease(&tag, AccessExclusiveLock, false);
+		return false;
+	}
+	if (db != NULL)
+		nqueued = bf_ann_take_before(db, before, queued);
+	LWLockRelease(ann_lock);
+	bf_ann_notify(queued, nqueued, p, n);
+	return true;
+}
+
+/*
  * The fallback: once no entry of this database reserved before now is
  * pending or being sent, take those entries and notify them, then this
  * transaction's payloads.  Entries reserved meanwhile belong to
@@ -468,27 +552,43 @@ bf_ann_send_now(BfAnnPayload **p, int n)
 		ConditionVariableSleep(&BfAnn->resolved, PG_WAIT_EXTENSION);
 	}
 	ConditionVariableCancelSleep();
-
 	if (db != NULL)
-	{
-		for (int32 e = db->head; e >= 0 && BfAnn->entries[e].seq < before;
-			 e = BfAnn->entries[e].next)
-		{
-			BfAnnEntry *entry = &BfAnn->entries[e];
-
-			entry->state = BF_ANN_SENDING;
-			txn_taken[txn_ntaken++] = e;
-			if (!entry->cancelled)
-				queued[nqueued++] = entry->payload;
-		}
-	}
+		nqueued = bf_ann_take_before(db, before, queued);
 	LWLockRelease(ann_lock);
+	bf_ann_notify(queued, nqueued, p, n);
+}
 
-	/*
-	 * The entries taken stay in place until this transaction ends, and no
-	 * other process writes them meanwhile: reading their text here needs
-	 * no lock.
-	 */
+/*
+ * Take into this transaction the entries at the head of the queue that
+ * were reserved before "before" (all ready); queued[] points at the text
+ * of those to notify.  Locked.
+ */
+static int
+bf_ann_take_before(BfAnnDb *db, uint64 before, char **queued)
+{
+	int			nqueued = 0;
+
+	for (int32 e = db->head; e >= 0 && BfAnn->entries[e].seq < before;
+		 e = BfAnn->entries[e].next)
+	{
+		BfAnnEntry *entry = &BfAnn->entries[e];
+
+		entry->state = BF_ANN_SENDING;
+		txn_taken[txn_ntaken++] = e;
+		if (!entry->cancelled)
+			queued[nqueued++] = entry->payload;
+	}
+	return nqueued;
+}
+
+/*
+ * NOTIFY the entries taken, then this transaction's payloads.  The
+ * entries taken stay in place until this transaction ends, and no other
+ * process writes them meanwhile: reading their text needs no lock.
+ */
+static void
+bf_ann_notify(char **queued, int nqueued, BfAnnPayload **p, int n)
+{
 	for (int i = 0; i < nqueued; i++)
 		Async_Notify(BF_ANNOUNCE_CHANNEL, queued[i]);
 	for (int i = 0; i < n; i++)

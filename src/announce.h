@@ -19,6 +19,7 @@
 /* The announcer leaves after this long without an announcement. */
 #define BF_ANNOUNCER_IDLE_MS 30000
 
+extern void bf_announce_define_gucs(void);
 extern void bf_announce_shmem_request(void);
 extern void bf_announce_shmem_startup(void);
 

@@ -88,6 +88,7 @@ _PG_init(void)
 	bf_http_define_gucs();
 	bf_limits_define_gucs();
 	bf_wakeup_define_gucs();
+	bf_announce_define_gucs();
 	bf_run_control_define_gucs();
 
 	if (!process_shared_preload_libraries_in_progress)

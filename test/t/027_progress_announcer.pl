@@ -2,10 +2,18 @@
 # database (src/announce.c, src/announcer.c), not by the transaction that
 # made the change (which held PostgreSQL's notify lock through its commit).
 #
-# Checked here: under concurrent bf_start load, every payload of every run
-# comes from the database's announcer, in causal order (the run's
-# 'running' first, its loop's 'running' before the loop's close, nothing
-# after the run's final payload), and none is lost; a rolled-back
+# A transaction that finds the notify lock free (no other commit is
+# notifying) still notifies itself at once; only under contention are its
+# payloads queued for the announcer.  batchflow.debug_announce_queued
+# makes every transaction queue when an announcer runs, so that what the
+# announcer does can be checked deterministically.
+#
+# Checked here: an uncontended bf_start notifies from its own session;
+# under concurrent bf_start load, every payload comes from the announcer
+# (queueing forced) and every run's payloads arrive in causal order (the
+# run's 'running' first, its loop's 'running' before the loop's close,
+# nothing after the run's final payload), none lost, also with the
+# uncontended path mixed in (not forced); a rolled-back
 # bf_start (or one in a rolled-back savepoint) announces nothing;
 # PREPARE TRANSACTION is refused after bf_start, as for any NOTIFY; with
 # the announcer terminated, the next transaction notifies for itself and
@@ -124,10 +132,17 @@ sub order_problems
 	return @bad;
 }
 
-# 1. The announcer starts with the first announcement and sends them all.
+# 1. Uncontended: the session notifies from its own transaction.
 my $l = listener('postgres');
-my $first = $node->safe_psql('postgres', q{SELECT bf_start('ann_three')});
+my ($me0, $first) = split /\|/, $node->safe_psql('postgres', q{SELECT pg_backend_pid(), bf_start('ann_three')});
 is($node->safe_psql('postgres', "SELECT bf_wait($first, '1 minute')"), 'succeeded', 'first run succeeded');
+
+# From here on, queue whenever an announcer runs.  The next announcing
+# transaction finds none, notifies itself and starts one.
+$node->safe_psql('postgres', q{ALTER SYSTEM SET batchflow.debug_announce_queued = on; SELECT pg_reload_conf();});
+sleep(1);    # the idle workers reload their configuration when signalled
+my $warm = $node->safe_psql('postgres', q{SELECT bf_start('ann_three')});
+$node->safe_psql('postgres', "SELECT bf_wait($warm, '1 minute')");
 my $ann = announcer_pid('postgres');
 ok($ann ne '', "an announcer runs in database postgres (pid $ann)");
 
@@ -168,6 +183,8 @@ is(scalar(@problems), 0, 'every run of the load announced in causal order, none 
 my @foreign = grep { $_->{pid} != $ann } @load;
 is(scalar(@foreign), 0, 'every payload of the load was sent by the announcer, none by the transactions')
   or diag(scalar(@foreign) . ' of ' . scalar(@load) . ' from other processes');
+is_deeply([ (map { $_->{pid} } grep { $_->{run} == $first } @p)[ 0, 1 ] ], [ $me0, $me0 ],
+	'the uncontended first bf_start notified from its own session');
 is(scalar(grep { $_->{run} == $rolled || $_->{run} == $in_sp } @p), 0,
 	"runs $rolled (rolled back) and $in_sp (savepoint rolled back) announced nothing");
 is(scalar(order_problems(\@p, $kept - 1, $kept)), 0, "run $kept (kept after the savepoint) announced in full");
@@ -211,6 +228,25 @@ $r1 = $node->safe_psql('postgres', 'SELECT max(id) FROM batchflow.run');
 @problems = order_problems(\@p, $r0, $r1);
 is(scalar(@problems), 0, 'announcer terminated during the load: every run announced, in order')
   or diag(join("\n", @problems[ 0 .. ($#problems < 20 ? $#problems : 20) ]));
+
+# 6b. Not forced: transactions that find the notify lock free notify
+# themselves, the others queue; the order holds across both paths.
+$node->safe_psql('postgres', q{ALTER SYSTEM RESET batchflow.debug_announce_queued; SELECT pg_reload_conf();});
+sleep(1);
+$l = listener('postgres');
+$r0 = $node->safe_psql('postgres', 'SELECT max(id) FROM batchflow.run');
+$node->command_ok([ 'pgbench', '-n', '-c', '4', '-j', '2', '-t', '150', '-f', $script,
+		'-d', $node->connstr('postgres') ], 'pgbench: 600 bf_start, queueing not forced');
+wait_runs_done();
+$r1 = $node->safe_psql('postgres', 'SELECT max(id) FROM batchflow.run');
+@p = payloads($l);
+@problems = order_problems(\@p, $r0, $r1);
+is(scalar(@problems), 0, 'both paths mixed: every run announced in causal order, none lost')
+  or diag(join("\n", @problems[ 0 .. ($#problems < 20 ? $#problems : 20) ]));
+my $ann3 = announcer_pid('postgres');
+note('payloads sent by the announcer: ' . scalar(grep { $ann3 ne '' && $_->{pid} == $ann3 } @p) . ' of ' . scalar(@p));
+$node->safe_psql('postgres', q{ALTER SYSTEM SET batchflow.debug_announce_queued = on; SELECT pg_reload_conf();});
+sleep(1);
 
 # 7. After a crash (a worker killed with SIGKILL), payloads still arrive.
 my $wpid = $node->safe_psql('postgres',
