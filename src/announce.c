@@ -188,6 +188,8 @@ static int32 txn_taken[BF_ANN_ENTRIES];
 
 /* The announcer's copy of what it takes. */
 static char **sender_buf = NULL;
+/* The announcer got as far as asking for its role (start not failed). */
+static bool sender_attach_tried = false;
 
 PG_FUNCTION_INFO_V1(bf_sql_announce);
 
@@ -204,7 +206,7 @@ static void bf_ann_notify(char **queued, int nqueued, BfAnnPayload **p, int n);
 static void bf_ann_at_commit(void);
 static void bf_ann_at_abort(void);
 static void bf_ann_reset_txn(void);
-static BfAnnDb *bf_ann_db(Oid dboid, bool add);
+static BfAnnDb *bf_ann_db(Oid dboid, bool add, TimestampTz now);
 static void bf_ann_db_forget_if_idle(BfAnnDb *db, TimestampTz now);
 static bool bf_ann_start_due(BfAnnDb *db, TimestampTz now);
 static void bf_ann_start(Oid dboid);
@@ -437,7 +439,7 @@ bf_ann_pre_commit(void)
 		return;
 
 	LWLockAcquire(ann_lock, LW_EXCLUSIVE);
-	db = bf_ann_db(MyDatabaseId, served);
+	db = bf_ann_db(MyDatabaseId, served, now);
 	if (db != NULL && db->sender == BF_SENDER_RUNNING && fits &&
 		BfAnn->nfree >= n)
 	{
@@ -494,7 +496,7 @@ bf_ann_send_if_free(BfAnnPayload **p, int n)
 
 	LWLockAcquire(ann_lock, LW_SHARED);
 	before = BfAnn->next_seq;
-	db = bf_ann_db(MyDatabaseId, false);
+	db = bf_ann_db(MyDatabaseId, false, 0);
 	busy = (db != NULL && bf_ann_queue_busy(db, before));
 	LWLockRelease(ann_lock);
 	if (busy)
@@ -507,7 +509,7 @@ bf_ann_send_if_free(BfAnnPayload **p, int n)
 
 	queued = palloc(sizeof(char *) * BF_ANN_ENTRIES);
 	LWLockAcquire(ann_lock, LW_EXCLUSIVE);
-	db = bf_ann_db(MyDatabaseId, false);
+	db = bf_ann_db(MyDatabaseId, false, 0);
 	if (db != NULL && bf_ann_queue_busy(db, before))
 	{
 		LWLockRelease(ann_lock);
@@ -545,7 +547,7 @@ bf_ann_send_now(BfAnnPayload **p, int n)
 	for (;;)
 	{
 		LWLockAcquire(ann_lock, LW_EXCLUSIVE);
-		db = bf_ann_db(MyDatabaseId, false);
+		db = bf_ann_db(MyDatabaseId, false, 0);
 		if (db == NULL || !bf_ann_queue_busy(db, before))
 			break;
 		LWLockRelease(ann_lock);
@@ -607,7 +609,7 @@ bf_ann_at_commit(void)
 		return;
 	now = GetCurrentTimestamp();
 	LWLockAcquire(ann_lock, LW_EXCLUSIVE);
-	db = bf_ann_db(txn_dboid, false);
+	db = bf_ann_db(txn_dboid, false, 0);
 	if (db == NULL)
 	{
 		/* Cannot happen: queued entries keep their database's slot. */
@@ -642,7 +644,7 @@ bf_ann_at_abort(void)
 	if (txn_nreserved == 0 && txn_ntaken == 0)
 		return;
 	LWLockAcquire(ann_lock, LW_EXCLUSIVE);
-	db = bf_ann_db(txn_dboid, false);
+	db = bf_ann_db(txn_dboid, false, 0);
 	for (int i = 0; i < txn_nreserved; i++)
 	{
 		BfAnn->entries[txn_reserved[i]].cancelled = true;
@@ -669,9 +671,14 @@ bf_ann_reset_txn(void)
 	txn_ntaken = 0;
 }
 
-/* The slot of a database; with add, a new one if there is room.  Locked. */
+/*
+ * The slot of a database; with add, a new one if there is room: an
+ * unused slot, or one that nothing keeps any more (no entry, no
+ * announcer, no start held off at "now"; left so by a database that was
+ * dropped).  Locked.
+ */
 static BfAnnDb *
-bf_ann_db(Oid dboid, bool add)
+bf_ann_db(Oid dboid, bool add, TimestampTz now)
 {
 	BfAnnDb    *unused = NULL;
 
@@ -681,7 +688,10 @@ bf_ann_db(Oid dboid, bool add)
 
 		if (db->dboid == dboid)
 			return db;
-		if (unused == NULL && db->dboid == InvalidOid)
+		if (unused == NULL &&
+			(db->dboid == InvalidOid ||
+			 (db->nqueued == 0 && db->sender == BF_SENDER_NONE &&
+			  db->no_start_until <= now)))
 			unused = db;
 	}
 	if (!add || unused == NULL)
@@ -730,7 +740,7 @@ bf_ann_start(Oid dboid)
 		return;
 	retry = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), BF_ANN_RETRY_MS);
 	LWLockAcquire(ann_lock, LW_EXCLUSIVE);
-	db = bf_ann_db(dboid, false);
+	db = bf_ann_db(dboid, false, 0);
 	if (db != NULL && db->sender == BF_SENDER_STARTING)
 	{
 		db->sender = BF_SENDER_NONE;
@@ -804,8 +814,9 @@ bf_announce_sender_attach(Oid dboid)
 			sender_buf[i] = MemoryContextAlloc(TopMemoryContext, BF_ANN_PAYLOAD);
 	}
 	before_shmem_exit(bf_ann_sender_detach, (Datum) 0);
+	sender_attach_tried = true;
 	LWLockAcquire(ann_lock, LW_EXCLUSIVE);
-	db = bf_ann_db(dboid, false);
+	db = bf_ann_db(dboid, false, 0);
 	if (db != NULL && db->sender == BF_SENDER_STARTING)
 	{
 		db->sender = BF_SENDER_RUNNING;
@@ -828,18 +839,23 @@ bf_announce_sender_starting(Oid dboid)
 	on_shmem_exit(bf_ann_start_failed, ObjectIdGetDatum(dboid));
 }
 
-/* on_shmem_exit of an announcer: a start that never attached failed. */
+/*
+ * on_shmem_exit of an announcer: a start that never got as far as
+ * attaching (it could not connect) failed.  Once it has tried, the state
+ * is no longer this process's to change: a STARTING seen now is another
+ * start's.
+ */
 static void
 bf_ann_start_failed(int code, Datum arg)
 {
 	BfAnnDb    *db;
 	TimestampTz retry;
 
-	if (BfAnn == NULL)
+	if (BfAnn == NULL || sender_attach_tried)
 		return;
 	retry = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), BF_ANN_RETRY_MS);
 	LWLockAcquire(ann_lock, LW_EXCLUSIVE);
-	db = bf_ann_db(DatumGetObjectId(arg), false);
+	db = bf_ann_db(DatumGetObjectId(arg), false, 0);
 	if (db != NULL && db->sender == BF_SENDER_STARTING)
 	{
 		db->sender = BF_SENDER_NONE;
@@ -863,7 +879,7 @@ bf_ann_sender_detach(int code, Datum arg)
 	LWLockAcquire(ann_lock, LW_EXCLUSIVE);
 	for (int i = 0; i < txn_ntaken; i++)
 		BfAnn->entries[txn_taken[i]].state = BF_ANN_READY;
-	db = bf_ann_db(MyDatabaseId, false);
+	db = bf_ann_db(MyDatabaseId, false, 0);
 	if (db != NULL && db->sender_pid == MyProcPid)
 	{
 		db->sender = BF_SENDER_NONE;
@@ -892,7 +908,7 @@ bf_announce_take(char ***payloads, bool *leave)
 	*payloads = sender_buf;
 	txn_dboid = MyDatabaseId;
 	LWLockAcquire(ann_lock, LW_EXCLUSIVE);
-	db = bf_ann_db(MyDatabaseId, false);
+	db = bf_ann_db(MyDatabaseId, false, 0);
 	if (db == NULL || db->sender_pid != MyProcPid)
 	{
 		LWLockRelease(ann_lock);
@@ -939,7 +955,7 @@ bf_announce_sender_idle_exit(void)
 	TimestampTz now = GetCurrentTimestamp();
 
 	LWLockAcquire(ann_lock, LW_EXCLUSIVE);
-	db = bf_ann_db(MyDatabaseId, false);
+	db = bf_ann_db(MyDatabaseId, false, 0);
 	if (db != NULL && db->sender_pid == MyProcPid)
 	{
 		if (db->nqueued > 0)
@@ -974,7 +990,7 @@ bf_announce_release(Oid dboid)
 	if (BfAnn == NULL)
 		return;
 	LWLockAcquire(ann_lock, LW_EXCLUSIVE);
-	db = bf_ann_db(dboid, true);
+	db = bf_ann_db(dboid, true, now);
 	if (db != NULL)
 	{
 		db->no_start_until = TimestampTzPlusMilliseconds(now, BF_ANN_RETRY_MS);
@@ -997,7 +1013,7 @@ bf_announce_release(Oid dboid)
 		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
 
 		LWLockAcquire(ann_lock, LW_SHARED);
-		db = bf_ann_db(dboid, false);
+		db = bf_ann_db(dboid, false, 0);
 		gone = (db == NULL || db->sender_pid != pid);
 		LWLockRelease(ann_lock);
 		if (gone || left <= 0)
