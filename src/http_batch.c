@@ -16,7 +16,8 @@
  *	  2. Outside any transaction, each item's requests go onto the multi
  *		 handle; bf_http_wait waits for any of them, or the latch.
  *	  3. Each round, one transaction records every item whose request ended
- *		 (bf_record_result, the loop's error strategy included), runs the
+ *		 (plain successes in one statement, http_record.c; the others with
+ *		 bf_record_result, the loop's error strategy included), runs the
  *		 SQL children that follow an HTTP child, and claims replacement
  *		 items into the freed cap locks (a recorded item's place counts as
  *		 free at once); the replacements' requests are sent before the
@@ -69,6 +70,7 @@
 #include "claim.h"
 #include "http_batch.h"
 #include "http_claim.h"
+#include "http_record.h"
 #include "item_result.h"
 #include "pool.h"
 #include "progress.h"
@@ -88,6 +90,7 @@ typedef struct BfInflight
 	bool		http_done;		/* a request ended: http_result holds it */
 	BfItemResult http_result;
 	bool		finished;		/* result recorded; release after commit */
+	bool		succeeded;		/* a plain success, recorded with the round's */
 } BfInflight;
 
 static BfInflight *inflight = NULL;
@@ -110,6 +113,7 @@ static void bf_http_adopt(BfClaim *claim);
 static void bf_http_fill(BfLoopInfo *loop);
 static bool bf_http_needs_txn(BfInflight *item, BfLoopInfo *loop);
 static void bf_http_advance(BfInflight *item, BfLoopInfo *loop);
+static void bf_http_record_round(BfLoopInfo *loop);
 static void bf_http_round(void);
 static void bf_http_start(BfInflight *item, BfLoopInfo *loop);
 static void bf_http_send(BfLoopInfo *loop);
@@ -371,11 +375,43 @@ bf_http_advance(BfInflight *item, BfLoopInfo *loop)
 		}
 	}
 
-	if (record)
+	if (!record)
+		return;
+	/* A plain success is recorded with the round's others (http_record.c). */
+	if (result.ok && !loop->is_activity && !loop->has_deps)
 	{
-		(void) bf_record_result(&item->claim, &result);
-		item->finished = true;
+		item->prev = result.output;
+		item->prev_isnull = result.output_isnull;
+		item->succeeded = true;
 	}
+	else
+		(void) bf_record_result(&item->claim, &result);
+	item->finished = true;
+}
+
+/* Record the round's plain successes in one statement (inside SPI). */
+static void
+bf_http_record_round(BfLoopInfo *loop)
+{
+	int			n = 0;
+	BfClaim   **claims = palloc(sizeof(BfClaim *) * Max(ninflight, 1));
+	Datum	   *outputs = palloc(sizeof(Datum) * Max(ninflight, 1));
+	bool	   *isnull = palloc(sizeof(bool) * Max(ninflight, 1));
+
+	for (BfInflight *item = inflight; item; item = item->next)
+	{
+		if (!item->succeeded)
+			continue;
+		claims[n] = &item->claim;
+		outputs[n] = item->prev;
+		isnull[n] = item->prev_isnull;
+		n++;
+		item->succeeded = false;
+	}
+	bf_http_record_successes(loop, claims, outputs, isnull, n);
+	pfree(claims);
+	pfree(outputs);
+	pfree(isnull);
 }
 
 /*
@@ -416,11 +452,18 @@ bf_http_round(void)
 	}
 	if (loop != NULL && any_finished)
 	{
-		/* Replacements, and the SQL children they start with. */
+		/*
+		 * The successes first, so that an item's finished_at is never
+		 * later than the started_at of the replacement that takes its cap
+		 * lock; then the replacements, and the SQL children they start
+		 * with (a replacement cannot succeed before its first request).
+		 */
+		bf_http_record_round(loop);
 		bf_http_fill(loop);
 		for (BfInflight *item = inflight; item; item = item->next)
 			if (bf_http_needs_txn(item, loop))
 				bf_http_advance(item, loop);
+		bf_http_record_round(loop);
 	}
 
 	/*

@@ -37,7 +37,6 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/lock.h"
-#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -57,7 +56,7 @@
  * time under 1 / BF_HTTP_FULL_SCAN_SHARE (measured on the last one).
  */
 #define BF_HTTP_FULL_SCAN_MIN_MS 100
-#define BF_HTTP_FULL_SCAN_SHARE 10
+#define BF_HTTP_FULL_SCAN_SHARE 20
 static int64 full_scan_loop = 0;
 static TimestampTz full_scan_after = 0;
 
@@ -92,8 +91,9 @@ bf_http_claim_from(BfLoopInfo *loop, int32 from, int want, TimestampTz now,
 				   BfClaim *claims, int nclaimed)
 {
 	Datum		args[5];
-	int			nest;
 	int			rc;
+
+	static const char *const no_sort[1] = {"enable_sort"};
 
 	static const Oid types[5] = {INT8OID, INT4OID, INT4OID, INT4OID, TIMESTAMPTZOID};
 
@@ -123,18 +123,13 @@ bf_http_claim_from(BfLoopInfo *loop, int32 from, int want, TimestampTz now,
 	args[3] = Int32GetDatum(MyProcPid);
 	args[4] = TimestampTzGetDatum(now);
 	/*
-	 * Planned (custom or generic, and again after an invalidation) at
-	 * execution, with sorting off: the plan must read item_claim_idx in
-	 * index order and stop after $3 items.  With a generic LIMIT $3 (the
-	 * planner then assumes 10 % of the rows) or statistics from when the
-	 * table was small, it otherwise chose to read every entry of the loop
-	 * from $2 on, dead ones included, and sort them.
+	 * Planned with sorting off: the plan must read item_claim_idx in index
+	 * order and stop after $3 items.  With a generic LIMIT $3 (the planner
+	 * then assumes 10 % of the rows) or statistics from when the table was
+	 * small, it otherwise chose to read every entry of the loop from $2 on,
+	 * dead ones included, and sort them.
 	 */
-	nest = NewGUCNestLevel();
-	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	rc = SPI_execute_plan(claim_plan, args, NULL, false, 0);
-	AtEOXact_GUC(true, nest);
+	rc = bf_execute_plan_without(claim_plan, args, NULL, no_sort, 1);
 	if (rc != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim items of loop " INT64_FORMAT, loop->loop_ref);
 	Assert(SPI_processed <= (uint64) want);

@@ -19,6 +19,7 @@
 
 #include "access/xact.h"
 #include "pgstat.h"
+#include "utils/guc.h"
 #include "utils/snapmgr.h"
 
 #include "spi_util.h"
@@ -64,4 +65,27 @@ bf_txn_end(void)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+}
+
+/*
+ * Execute a kept plan with the planner methods in off[0..noff-1] (settings
+ * such as "enable_sort") turned off for this execution only.  A kept plan
+ * is planned at execution (custom plans, the generic plan, and again after
+ * an invalidation), so the plan of a statement that must not follow the
+ * statistics of a table that changes fast is fixed this way.  Returns
+ * SPI_execute_plan's code.
+ */
+int
+bf_execute_plan_without(SPIPlanPtr plan, Datum *args, const char *nulls,
+						const char *const *off, int noff)
+{
+	int			nest = NewGUCNestLevel();
+	int			rc;
+
+	for (int i = 0; i < noff; i++)
+		(void) set_config_option(off[i], "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	rc = SPI_execute_plan(plan, args, nulls, false, 0);
+	AtEOXact_GUC(true, nest);
+	return rc;
 }

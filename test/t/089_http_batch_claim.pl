@@ -2,8 +2,8 @@
 # a response is refilled in the same round, even when the worker already
 # keeps batchflow.http_max_inflight requests in flight; several workers
 # sharing one loop's cap through batched claims never exceed it; retried
-# items put back below the workers' claim hints are found again; every
-# item ends once.
+# items put back below the workers' claim hints are found again; a round
+# whose recording fails loses none of its items; every item ends once.
 
 use strict;
 use warnings;
@@ -57,6 +57,7 @@ my ($gap, $before_1) = split /\|/, query(
 	  WHERE i0.run_id = $run AND i0.idx = 0 AND i1.run_id = $run AND i1.idx = 1
 	    AND i2.run_id = $run AND i2.idx = 2");
 note("item 2 started $gap s after item 0 ended, $before_1 s before item 1 ended");
+cmp_ok($gap, '>=', 0, 'item 2 starts no earlier than item 0 ended');
 cmp_ok($gap, '<', 1.0, 'item 2 starts within 1 s of the slot freed by item 0');
 cmp_ok($before_1, '>', 2.0, 'item 2 does not wait for item 1, the 4 s request');
 is(query("SELECT count(*) FILTER (WHERE status = 'succeeded' AND attempts = 1) FROM batchflow.items WHERE run_id = $run"),
@@ -97,6 +98,39 @@ is(query("SELECT count(*) FROM batchflow.items WHERE run_id = $run AND status = 
 	90, 'every item ended succeeded');
 is(query("SELECT count(*) FROM batchflow.item WHERE worker_pid IS NOT NULL"),
 	0, 'no item is left marked with a worker');
+
+# 4. A round records its successes in one statement (src/http_record.c).
+# Make that statement fail once, for the round that records item 7: the
+# round rolls back as a whole, its items go back to pending and run again;
+# none is lost or recorded twice, and every item ends succeeded once.
+server('/reset');
+query(q{CREATE SEQUENCE boom_once;
+CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+  IF nextval('public.boom_once') = 1 THEN
+    RAISE EXCEPTION 'recording item % fails once', NEW.idx;
+  END IF;
+  RETURN NEW;
+END $f$;
+CREATE TRIGGER boom BEFORE UPDATE ON batchflow.item FOR EACH ROW
+  WHEN (NEW.status = 'succeeded' AND NEW.idx = 7) EXECUTE FUNCTION public.boom();});
+# The endpoint is /hang, which stops counting a request once the client
+# closes its connection: the failed round drops the requests in flight and
+# their cap locks, and a /sleep endpoint would go on counting those for up
+# to 30 ms while their replacements arrive.
+register('boom', q{"loopType": "parallel", "concurrency": 5},
+	qq{[{"id": "call", "type": "activity", "activity": "http", "url": "$base/hang?ms=30&i={{index}}"}]});
+$run = run_items('boom', '[' . join(',', 1 .. 20) . ']');
+query('DROP TRIGGER boom ON batchflow.item');
+$stats = server('/stats');
+is(query('SELECT last_value FROM boom_once'), 2, 'the recording of item 7 failed once, then went through');
+is(query("SELECT count(*) FROM batchflow.items WHERE run_id = $run AND status = 'succeeded' AND attempts = 1"),
+	20, 'every item ended succeeded, recorded once');
+is($stats->{keys}{"batchflow-$run-each-7-call"}, 2, 'item 7 was requested again');
+cmp_ok($stats->{paths}{'/hang'}, '>', 20, 'the rolled-back round\'s items were requested again');
+cmp_ok($stats->{peak}, '<=', 5, 'the cap held through the failed round');
+is(query("SELECT count(*) FROM batchflow.item_error WHERE run_id = $run"), 0,
+	'no attempt was recorded as failed');
 
 $node->stop;
 done_testing();
