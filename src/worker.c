@@ -74,6 +74,18 @@
 
 static bool warmed_up = false;
 
+/*
+ * A loop found busy (its row held by another closer) is tried again after
+ * BF_CLOSE_RETRY_FIRST_MS, then after twice as long each time, up to
+ * BF_CLOSE_RETRY_MS.  The holder is usually either closing it (the next
+ * try finds it closed) or a closer that saw this worker's item still in
+ * flight and let go at once: then only this worker's retry closes the loop,
+ * and a first retry after the full BF_CLOSE_RETRY_MS held the run up for
+ * that long.
+ */
+#define BF_CLOSE_RETRY_FIRST_MS 2
+static long close_retry_ms = 0;
+
 static bool bf_worker_step(long *sleep_ms);
 static bool bf_close_loops(int64 *ids, int n);
 
@@ -199,7 +211,17 @@ bf_worker_step(long *sleep_ms)
 		}
 	}
 
-	bf_progress_flush();
+	/*
+	 * A look that found nothing but loops to close writes its pending
+	 * progress counts after the closes, not here: written here they would
+	 * make this read-only transaction wait for a WAL flush (and the notify
+	 * lock) before the close could start, on the path from a loop's last
+	 * item to its run moving on.  A closed loop's counts are final from its
+	 * items (41_progress_compute.sql), so writing them after the close
+	 * loses nothing.
+	 */
+	if (claimed || nclose == 0)
+		bf_progress_flush();
 	bf_txn_end();
 	/* An HTTP batch stays shown (bf_pool_publish_batch) while it is driven. */
 	if (claimed && !http)
@@ -214,7 +236,18 @@ bf_worker_step(long *sleep_ms)
 	{
 		/* A loop was being closed by another session: look again soon. */
 		bf_claim_saw_work = true;
-		*sleep_ms = Min(*sleep_ms, BF_CLOSE_RETRY_MS);
+		close_retry_ms = close_retry_ms == 0 ? BF_CLOSE_RETRY_FIRST_MS :
+			Min(close_retry_ms * 2, BF_CLOSE_RETRY_MS);
+		*sleep_ms = Min(*sleep_ms, close_retry_ms);
+	}
+	else
+		close_retry_ms = 0;
+	if (nclose > 0 && !claimed)
+	{
+		/* The counts left above, before this worker may go to sleep. */
+		bf_txn_begin("batchflow: writing progress");
+		bf_progress_flush();
+		bf_txn_end();
 	}
 
 	pgstat_report_stat(false);
