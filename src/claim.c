@@ -446,6 +446,30 @@ bf_claim_for_http(BfLoopInfo *loop, BfClaim *claim)
 	return true;
 }
 
+/*
+ * Run each claim statement once against loop loop_ref (inside SPI), taking
+ * no cap lock and keeping nothing: the worker's rehearsal of a claim
+ * (worker_warmup.c), on a loop that has no item.
+ */
+void
+bf_claim_rehearse(int64 loop_ref)
+{
+	SPIPlanPtr	plans[] = {NULL, NULL, NULL, NULL, NULL, NULL};
+	Datum		args[2] = {Int64GetDatum(loop_ref), Int32GetDatum(0)};
+
+	bf_prepare_claim_plans();
+	plans[0] = open_loops_plan;
+	plans[1] = claim_parallel_plan;
+	plans[2] = claim_parallel_from_plan;
+	plans[3] = claim_sequential_plan;
+	plans[4] = loop_running_plan;
+	plans[5] = remaining_plan;
+	for (int i = 0; i < lengthof(plans); i++)
+		if (SPI_execute_plan(plans[i], SPI_getargcount(plans[i]) > 0 ? args : NULL,
+							 NULL, false, 1) < 0)
+			elog(ERROR, "could not rehearse a claim of loop " INT64_FORMAT, loop_ref);
+}
+
 /* Fill claim from the claimed row (idx, item, attempts) and its cap lock. */
 static void
 bf_claim_fill(BfClaim *claim, SPITupleTable *claimed, const LOCKTAG *tag)

@@ -37,6 +37,7 @@ extern bool bf_claim_next_item(BfClaim *claim, TimestampTz *next_due,
 							   int64 *close_list, int *nclose);
 extern bool bf_claim_for_http(BfLoopInfo *loop, BfClaim *claim);
 extern bool bf_take_cap_lock(int64 loop_ref, int cap, LOCKTAG *tag);
+extern void bf_claim_rehearse(int64 loop_ref);
 extern bool (*bf_cap_lock_is_mine_hook) (const LOCKTAG *tag);
 
 #endif							/* BATCHFLOW_CLAIM_H */

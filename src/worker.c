@@ -70,9 +70,11 @@
 #include "worker.h"
 #include "bigbatch.h"
 #include "worker_db.h"
+#include "worker_warmup.h"
 #include "run_control.h"
 
 static bool warmed_up = false;
+static bool rehearsed = false;
 
 /*
  * A loop found busy (its row held by another closer) is tried again after
@@ -331,6 +333,15 @@ bf_worker_main(Datum main_arg)
 		/* Idle for too long: stop counting as idle, look once more, exit. */
 		if (!bf_worker_db_idle_begin(&sleep_ms))
 			continue;
+
+		/*
+		 * Once per process, at its first idle moment after a look in a
+		 * database with the extension: rehearse a claim and a close, so
+		 * that the first real ones run warm (worker_warmup.c).  Work that
+		 * commits meanwhile moves the generation: the worker looks again.
+		 */
+		if (warmed_up && !rehearsed)
+			rehearsed = bf_worker_warm_up();
 
 		if (bf_debug_idle_delay_ms > 0)
 		{
