@@ -154,6 +154,12 @@ ramp_ms() {
 	        WHERE m.run_id = $1"
 }
 
+# ms from the last item's end to its run's end (the loop's close) of run $1
+close_ms() {
+	bq -c "SELECT round((extract(epoch FROM r.finished_at - max(i.finished_at)) * 1000)::numeric, 2)
+	         FROM batchflow.run r JOIN batchflow.item i ON i.run_id = r.id WHERE r.id = $1 GROUP BY r.finished_at"
+}
+
 # 1. Start latency -------------------------------------------------------------
 if want 1; then
 	for rep in $(seq 1 "$REPS"); do
@@ -307,6 +313,7 @@ if want 3; then
 			run=$(mark_start "s100_c$cap" $n); bench_wait "$run"; tpar=$(elapsed "$run")
 			put "short${n}_c${cap}_speedup" "$rep" "$(ratio "$tseq" "$tpar")"
 			put "short${n}_c${cap}_ramp_ms" "$rep" "$(ramp_ms "$run" "$cap")"
+			put "short${n}_c${cap}_close_ms" "$rep" "$(close_ms "$run")"
 			if [ $n = 100 ]; then
 				# Loaded: a second run of the same shape started in the same commit.
 				runs=$(bq -c "WITH r AS (SELECT bf_start('s100_c10', jsonb_build_object('items', (SELECT jsonb_agg(g) FROM generate_series(0, 99) g))) AS id
