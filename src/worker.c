@@ -10,7 +10,8 @@
  *	  batched: within batchflow.batch_time the worker keeps its cap lock and
  *	  takes the loop's next item into the same transaction, so tiny items
  *	  share a commit.  Then, in transactions of their own,
- *	  close the loops that look finished (run.c).  When there is nothing to
+ *	  close the loops that look finished (run.c), and materialise the next
+ *	  chunk of a loop that fills (source_fill.c).  When there is nothing to
  *	  claim the worker goes on the idle list and sleeps on its latch, which
  *	  a commit of new work sets when it can use this worker (wakeup.c); the
  *	  poll interval is only a safety net, shortened to the end of the
@@ -135,9 +136,6 @@ bf_worker_step(long *sleep_ms)
 
 	*sleep_ms = bf_poll_interval_ms;
 
-	/* Materialise items of query, array and keyRanges loops (source_fill.c). */
-	filled = bf_fill_step();
-
 	bf_txn_begin("batchflow: claiming");
 
 	/* Before CREATE EXTENSION there is nothing to do. */
@@ -251,6 +249,16 @@ bf_worker_step(long *sleep_ms)
 		bf_progress_flush();
 		bf_txn_end();
 	}
+
+	/*
+	 * Materialise items of query, array and keyRanges loops (source_fill.c),
+	 * after the claim: a worker woken for new items claims first, and only
+	 * then, in a transaction of its own, lists the loops to fill when its
+	 * list is older than 200 ms (for every worker of a short batch's
+	 * ramp-up, which slept longer than that).  A new loop that fills has
+	 * nothing to claim yet; this worker starts filling it right here.
+	 */
+	filled = bf_fill_step();
 
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
