@@ -343,12 +343,13 @@ bf_worker_main(Datum main_arg)
 			continue;
 
 		/*
-		 * Once per process, at its first idle moment after a look in a
-		 * database with the extension: rehearse a claim and a close, so
-		 * that the first real ones run warm (worker_warmup.c).  Work that
+		 * Once per process, at its first quiet moment (a look in a database
+		 * with the extension that saw no loop with work left): rehearse a
+		 * claim and a close, so that the first real ones run warm
+		 * (worker_warmup.c); never while runs could use the CPU.  Work that
 		 * commits meanwhile moves the generation: the worker looks again.
 		 */
-		if (warmed_up && !rehearsed)
+		if (warmed_up && !rehearsed && !bf_claim_saw_work)
 			rehearsed = bf_worker_warm_up();
 
 		if (bf_debug_idle_delay_ms > 0)

@@ -13,10 +13,11 @@
  *	  against 5 ms for the next ones, and its first claim about 1.5 ms more
  *	  than later ones; with 10 fresh workers starting a 10-wide loop on two
  *	  cores, that delays the cap-th item by several milliseconds, and a
- *	  fresh closer delays its run's end by the rest.  So at its first idle
- *	  moment (never before a claim: a worker started for waiting work claims
- *	  first; normally right after it starts) a worker rehearses both, once
- *	  per process.
+ *	  fresh closer delays its run's end by the rest.  So at its first quiet
+ *	  moment (a look that found no loop with work left: never before a
+ *	  claim a worker was started for, nor while runs could use the CPU;
+ *	  normally right after it starts) a worker rehearses both, once per
+ *	  process.
  *
  *	  The rehearsal inserts a workflow of one parallel loop, its version, a
  *	  run and the run's open loop, without items, all with ids no sequence
