@@ -53,8 +53,11 @@ CREATE TABLE eng_txn_woken (run bigint, steps_before_commit bigint, all_asleep b
 -- Start a run, hold it uncommitted for 0.3 s, and count the workers that
 -- ran a step meanwhile.  First wait until every worker of the pool runs
 -- and is asleep: a worker that executed an item goes on to one more step,
--- which finds nothing (it then shows 'batchflow: claiming', or
--- 'batchflow: closing loop', as its last query) before it sleeps; on a
+-- which finds nothing (it then shows 'batchflow: claiming', or, from
+-- transactions that end such a step, 'batchflow: closing loop',
+-- 'batchflow: writing progress' or 'batchflow: listing loops to fill', or
+-- 'batchflow: warming up' once per worker, as its last query) before it
+-- sleeps; on a
 -- loaded machine that step can come a while after the run ended.  A
 -- worker that found the loop being closed by another session sleeps only
 -- 50 ms before it looks again (also in its latch wait, after 'closing
@@ -75,7 +78,10 @@ BEGIN
     PERFORM pg_stat_clear_snapshot();
     SELECT count(*) = current_setting('batchflow.max_workers')::int
            AND bool_and(state = 'idle'
-                        AND query IN ('batchflow: claiming', 'batchflow: closing loop')
+                        AND query IN ('batchflow: claiming', 'batchflow: closing loop',
+                                      'batchflow: writing progress',
+                                      'batchflow: listing loops to fill',
+                                      'batchflow: warming up')
                         AND wait_event_type IS NOT DISTINCT FROM 'Extension'
                         AND state_change <= clock_timestamp() - interval '1 second')
       INTO asleep
