@@ -3,7 +3,7 @@
  * announcer.c
  *	  The announcer: one background worker per database that sends the
  *	  NOTIFY batchflow_progress payloads committed by the database's
- *	  transactions (queued by announce.c).
+ *	  transactions (queued by announce.c in announce_queue.c).
  *
  *	  Started by the first transaction of the database that announces
  *	  and finds none running (that transaction and the next ones notify
@@ -41,27 +41,10 @@
 #include "utils/wait_event.h"
 
 #include "announce.h"
+#include "announce_sender.h"
+#include "announcer.h"
 
 static void bf_announcer_send(char **payloads, int n);
-
-/* Register the announcer of a database; false if no slot is free. */
-bool
-bf_announce_start_sender(Oid dboid)
-{
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "batchflow");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "bf_announcer_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "batchflow announcer");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "batchflow announcer");
-	worker.bgw_main_arg = ObjectIdGetDatum(dboid);
-	worker.bgw_notify_pid = 0;
-	return RegisterDynamicBackgroundWorker(&worker, NULL);
-}
 
 /* Notify the payloads in one transaction with asynchronous commit. */
 static void
@@ -90,6 +73,7 @@ bf_announcer_main(Datum main_arg)
 	bf_announce_sender_starting(dboid);
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("batchflow announcer");
+	bf_announce_register_callbacks();
 	if (!bf_announce_sender_attach(dboid))
 		proc_exit(0);
 

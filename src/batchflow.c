@@ -25,6 +25,7 @@
 #include "batchflow.h"
 #include "activity_http.h"
 #include "announce.h"
+#include "announce_queue.h"
 #include "databases.h"
 #include "launcher.h"
 #include "pool.h"

@@ -30,7 +30,7 @@
 #include "utils/acl.h"
 
 #include "batchflow.h"
-#include "announce.h"
+#include "announce_sender.h"
 #include "databases.h"
 
 static ProcessUtility_hook_type prev_process_utility = NULL;

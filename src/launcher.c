@@ -46,7 +46,7 @@
 #include "utils/wait_event.h"
 
 #include "batchflow.h"
-#include "announce.h"
+#include "announce_sender.h"
 #include "databases.h"
 #include "launcher.h"
 #include "pool.h"
