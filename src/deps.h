@@ -28,6 +28,5 @@ extern int64 bf_deps_item_failed(int64 loop_ref, int32 idx);
 /* deps_claim.c */
 extern bool bf_deps_claim_ready(int64 loop_ref, int32 from, bool check_loop);
 extern int	bf_deps_plan_guard_begin(void);
-extern void bf_deps_plan_guard_end(int nest);
 
 #endif							/* BATCHFLOW_DEPS_H */

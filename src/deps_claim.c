@@ -15,9 +15,9 @@
  *
  *	  For the same reason the statements of dependsOn loops are planned
  *	  with sequential scans, bitmap scans, sorts, hash and merge joins
- *	  disabled (bf_deps_plan_guard_begin/end, like the SET clause of a
- *	  function): what is left is the index scan on the keys every one of
- *	  them is written for, whatever the statistics say.
+ *	  disabled (bf_deps_plan_guard_begin over spi_util.c's
+ *	  bf_planner_off_begin/end): what is left is the index scan on the
+ *	  keys every one of them is written for, whatever the statistics say.
  *
  * IDENTIFICATION
  *	  src/deps_claim.c
@@ -40,30 +40,17 @@
 
 static const char *const guarded_plans[] = {
 	"enable_seqscan", "enable_bitmapscan", "enable_sort", "enable_hashjoin",
-	"enable_mergejoin", NULL
+	"enable_mergejoin"
 };
 
 /*
- * Plan with index scans only until bf_deps_plan_guard_end; returns the GUC
- * nesting level to end.  An error in between is cleaned up by the
- * transaction's abort, as for a function's SET clause.
+ * Plan with index scans only until bf_planner_off_end; returns the GUC
+ * nesting level to end.
  */
 int
 bf_deps_plan_guard_begin(void)
 {
-	int			nest = NewGUCNestLevel();
-
-	for (int i = 0; guarded_plans[i] != NULL; i++)
-		(void) set_config_option(guarded_plans[i], "off", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-	return nest;
-}
-
-/* Restore the planner settings bf_deps_plan_guard_begin changed. */
-void
-bf_deps_plan_guard_end(int nest)
-{
-	AtEOXact_GUC(true, nest);
+	return bf_planner_off_begin(guarded_plans, lengthof(guarded_plans));
 }
 
 /*
@@ -135,7 +122,7 @@ bf_deps_claim_ready(int64 loop_ref, int32 from, bool check_loop)
 			break;
 		from = idxs[n - 1] + 1;
 	}
-	bf_deps_plan_guard_end(nest);
+	bf_planner_off_end(nest);
 	if (!found)
 		SPI_processed = 0;
 	return found;

@@ -88,7 +88,7 @@ bf_deps_item_succeeded(int64 loop_ref, int32 idx)
 	if (SPI_execute_plan(succeeded_plan, args, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not release the dependents of item %d of loop " INT64_FORMAT,
 			 idx, loop_ref);
-	bf_deps_plan_guard_end(nest);
+	bf_planner_off_end(nest);
 	deps_released(loop_ref);
 }
 
@@ -163,7 +163,7 @@ bf_deps_item_failed(int64 loop_ref, int32 idx)
 		elog(ERROR, "could not skip the dependents of item %d of loop " INT64_FORMAT,
 			 idx, loop_ref);
 	skipped = (int64) SPI_processed;
-	bf_deps_plan_guard_end(nest);
+	bf_planner_off_end(nest);
 
 	/*
 	 * The batched counters count what workers execute; these items were

@@ -56,6 +56,7 @@
 #include "batchflow.h"
 #include "metrics_sync.h"
 #include "pool.h"
+#include "security.h"
 #include "spi_util.h"
 
 PG_FUNCTION_INFO_V1(bf_sql_metrics_sync);
@@ -113,9 +114,7 @@ keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, const Oid *types)
 	if (*plan != NULL)
 		return *plan;
 	nest = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-							 true, 0, false);
+	bf_pin_search_path();
 	(void) bf_keep_plan(plan, sql, nargs, types);
 	AtEOXact_GUC(true, nest);
 	return *plan;

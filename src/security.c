@@ -53,7 +53,6 @@ PG_FUNCTION_INFO_V1(bf_sql_visible);
 /* A worker's search_path before bf_worker_pin_search_path, for activities. */
 static char *bf_default_search_path = NULL;
 
-static void bf_pin_search_path(void);
 
 /*
  * Run sql (the run's row: owner, status, ... with the run's id as $1) and
@@ -178,7 +177,7 @@ bf_check_run_access(int64 run_id, Oid owner, Oid role)
 }
 
 /* Set search_path to BF_SAFE_SEARCH_PATH at the current GUC nest level. */
-static void
+void
 bf_pin_search_path(void)
 {
 	(void) set_config_option("search_path", BF_SAFE_SEARCH_PATH,

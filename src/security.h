@@ -30,6 +30,7 @@ extern Oid	bf_run_checked(int64 run_id, Oid caller, char **status,
 extern char *bf_run_lock_checked(int64 run_id, Oid caller);
 extern void bf_become_admin(BfSavedUser *saved);
 extern void bf_restore_user(const BfSavedUser *saved);
+extern void bf_pin_search_path(void);
 extern void bf_worker_pin_search_path(void);
 extern void bf_become_run_owner(Oid owner, int64 run_id, BfSavedUser *saved);
 extern void bf_restore_after_activity(const BfSavedUser *saved);

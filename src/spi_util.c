@@ -68,24 +68,45 @@ bf_txn_end(void)
 }
 
 /*
- * Execute a kept plan with the planner methods in off[0..noff-1] (settings
- * such as "enable_sort") turned off for this execution only.  A kept plan
- * is planned at execution (custom plans, the generic plan, and again after
- * an invalidation), so the plan of a statement that must not follow the
- * statistics of a table that changes fast is fixed this way.  Returns
+ * Turn the planner methods in off[0..noff-1] (settings such as
+ * "enable_sort") off until bf_planner_off_end(nest), like the SET clause of
+ * a function; returns the GUC nesting level to end.  A kept plan is
+ * planned at execution (custom plans, the generic plan, and again after an
+ * invalidation), so the plans of statements that must not follow the
+ * statistics of a table that changes fast are fixed this way.  An error in
+ * between is cleaned up by the transaction's abort.
+ */
+int
+bf_planner_off_begin(const char *const *off, int noff)
+{
+	int			nest = NewGUCNestLevel();
+
+	for (int i = 0; i < noff; i++)
+		(void) set_config_option(off[i], "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	return nest;
+}
+
+/* Restore the planner settings bf_planner_off_begin changed. */
+void
+bf_planner_off_end(int nest)
+{
+	AtEOXact_GUC(true, nest);
+}
+
+/*
+ * Execute a kept plan with the planner methods in off[0..noff-1] turned
+ * off for this execution only (bf_planner_off_begin).  Returns
  * SPI_execute_plan's code.
  */
 int
 bf_execute_plan_without(SPIPlanPtr plan, Datum *args, const char *nulls,
 						const char *const *off, int noff)
 {
-	int			nest = NewGUCNestLevel();
+	int			nest = bf_planner_off_begin(off, noff);
 	int			rc;
 
-	for (int i = 0; i < noff; i++)
-		(void) set_config_option(off[i], "off", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
 	rc = SPI_execute_plan(plan, args, nulls, false, 0);
-	AtEOXact_GUC(true, nest);
+	bf_planner_off_end(nest);
 	return rc;
 }

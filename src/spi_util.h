@@ -22,6 +22,8 @@ extern SPIPlanPtr bf_keep_plan(SPIPlanPtr *plan, const char *sql,
 							   int nargs, const Oid *types);
 extern void bf_txn_begin(const char *activity);
 extern void bf_txn_end(void);
+extern int	bf_planner_off_begin(const char *const *off, int noff);
+extern void bf_planner_off_end(int nest);
 extern int	bf_execute_plan_without(SPIPlanPtr plan, Datum *args, const char *nulls,
 									const char *const *off, int noff);
 
